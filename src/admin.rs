@@ -1,0 +1,107 @@
+//! The admin listener: metrics, health, readiness and the state of the rules. Bound separately
+//! from the public listener so none of it is reachable by API callers.
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+
+use crate::proxy::Body;
+use crate::proxy::response::full;
+use crate::rules::RulesStore;
+
+pub async fn serve(listener: TcpListener, rules: Arc<RulesStore>, ready: Arc<AtomicBool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let rules = rules.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let rules = rules.clone();
+                let ready = ready.clone();
+                async move { Ok::<_, Infallible>(route(req, &rules, &ready).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+async fn route(
+    req: Request<Incoming>,
+    rules: &Arc<RulesStore>,
+    ready: &AtomicBool,
+) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::install().render(),
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if ready.load(Ordering::SeqCst) {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            }
+        }
+        (&Method::GET, "/rules") => rules_status(rules),
+        (&Method::POST, "/rules/reload") => {
+            let store = rules.clone();
+            let outcome = tokio::task::spawn_blocking(move || store.reload()).await;
+            let (status, result) = match outcome {
+                Ok(crate::rules::store::ReloadOutcome::Applied { .. }) => {
+                    (StatusCode::OK, "applied")
+                }
+                Ok(crate::rules::store::ReloadOutcome::Unchanged) => (StatusCode::OK, "unchanged"),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, "error"),
+            };
+            let mut resp = rules_status(rules);
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert("x-akgate-reload", http::HeaderValue::from_static(result));
+            resp
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn rules_status(rules: &RulesStore) -> Response<Body> {
+    let snap = rules.load();
+    let status = rules.status();
+    let body = serde_json::json!({
+        "generation": snap.generation,
+        "content_hash": snap.content_hash,
+        "loaded_at": crate::time::format_iso8601_utc(snap.loaded_at),
+        "keys": snap.keys.len(),
+        "routes": snap.routes.len(),
+        "last_error": status.last_error,
+        "last_error_at": status.last_error_at.map(crate::time::format_iso8601_utc),
+        "warnings": snap.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+    });
+    text(StatusCode::OK, "application/json", body.to_string())
+}

@@ -1,0 +1,291 @@
+//! Percent-encoding as the signature schemes define it (SIGNATURES.md §0).
+//!
+//! Canonical forms are produced straight into a [`Sink`] so a verifier can feed a hasher without
+//! building the canonical request as a string; the string form exists only for error messages and
+//! explanations.
+
+use std::borrow::Cow;
+
+/// Where canonical bytes go: a hash state while verifying, a buffer while explaining.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes to two sinks at once (hash and transcript).
+pub struct Tee<'a, A: Sink, B: Sink>(pub &'a mut A, pub &'a mut B);
+
+impl<A: Sink, B: Sink> Sink for Tee<'_, A, B> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.put(bytes);
+        self.1.put(bytes);
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+
+/// RFC 3986 unreserved characters: the only bytes `PE` leaves literal.
+#[inline]
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+#[inline]
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lower-case hex of `bytes` into `out`, which must be exactly twice as long.
+pub fn hex_lower_into(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX_LOWER[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX_LOWER[usize::from(b & 0xf)];
+    }
+}
+
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_lower_into(bytes, &mut out);
+    // Hex digits are ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Decodes hex (either case) into `out`; false unless `s` is exactly `2 * out.len()` hex digits.
+pub fn hex_decode_into(s: &[u8], out: &mut [u8]) -> bool {
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        match (hex_val(pair[0]), hex_val(pair[1])) {
+            (Some(h), Some(l)) => out[i] = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Iterates the decoded bytes of a wire component. An `%` not followed by two hex digits is kept
+/// literally (as the reference verifier does), so a malformed escape canonicalises to `%25…` and
+/// can only match a signature computed over that same reading.
+struct Decoded<'a> {
+    raw: &'a [u8],
+    pos: usize,
+    plus_is_space: bool,
+}
+
+impl Iterator for Decoded<'_> {
+    type Item = u8;
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.raw.get(self.pos)?;
+        if c == b'%'
+            && let (Some(h), Some(l)) = (
+                self.raw.get(self.pos + 1).copied().and_then(hex_val),
+                self.raw.get(self.pos + 2).copied().and_then(hex_val),
+            )
+        {
+            self.pos += 3;
+            return Some((h << 4) | l);
+        }
+        self.pos += 1;
+        Some(if c == b'+' && self.plus_is_space {
+            b' '
+        } else {
+            c
+        })
+    }
+}
+
+fn decoded(raw: &[u8], plus_is_space: bool) -> Decoded<'_> {
+    Decoded {
+        raw,
+        pos: 0,
+        plus_is_space,
+    }
+}
+
+/// Percent-decodes a component.
+pub fn percent_decode(raw: &[u8], plus_is_space: bool) -> Cow<'_, [u8]> {
+    if !raw
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(decoded(raw, plus_is_space).collect())
+}
+
+/// `PE(decode(raw))` written to `sink`, without allocating.
+pub fn canonicalize_into(raw: &[u8], plus_is_space: bool, sink: &mut impl Sink) {
+    // Runs of bytes that are already canonical are passed through as slices.
+    let mut start = 0;
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if is_unreserved(c) {
+            i += 1;
+            continue;
+        }
+        if c == b'%'
+            && let (Some(h), Some(l)) = (
+                raw.get(i + 1).copied().and_then(hex_val),
+                raw.get(i + 2).copied().and_then(hex_val),
+            )
+        {
+            let byte = (h << 4) | l;
+            let upper = |b: u8| b.is_ascii_digit() || b.is_ascii_uppercase();
+            if !is_unreserved(byte) && upper(raw[i + 1]) && upper(raw[i + 2]) {
+                // Already the canonical escape.
+                i += 3;
+                continue;
+            }
+            sink.put(&raw[start..i]);
+            put_encoded_byte(byte, sink);
+            i += 3;
+            start = i;
+            continue;
+        }
+        sink.put(&raw[start..i]);
+        let byte = if c == b'+' && plus_is_space { b' ' } else { c };
+        put_encoded_byte(byte, sink);
+        i += 1;
+        start = i;
+    }
+    sink.put(&raw[start..]);
+}
+
+#[inline]
+fn put_encoded_byte(b: u8, sink: &mut impl Sink) {
+    if is_unreserved(b) {
+        sink.put(&[b]);
+    } else {
+        sink.put(&[
+            b'%',
+            HEX_UPPER[usize::from(b >> 4)],
+            HEX_UPPER[usize::from(b & 0xf)],
+        ]);
+    }
+}
+
+/// `PE(decode(raw))` as an owned or borrowed value; borrowed when the wire form is already
+/// canonical, which is the common case for parameter names and most values.
+pub fn canonical(raw: &[u8], plus_is_space: bool) -> Cow<'_, [u8]> {
+    let mut probe = Probe::default();
+    canonicalize_into(raw, plus_is_space, &mut probe);
+    if probe.pieces <= 1 && probe.len == raw.len() {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(probe.len);
+    canonicalize_into(raw, plus_is_space, &mut out);
+    Cow::Owned(out)
+}
+
+/// Counts what `canonicalize_into` would write, to detect the pass-through case.
+#[derive(Default)]
+struct Probe {
+    pieces: usize,
+    len: usize,
+}
+
+impl Sink for Probe {
+    fn put(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.pieces += 1;
+            self.len += bytes.len();
+        }
+    }
+}
+
+/// `PE` of raw (unencoded) bytes.
+pub fn percent_encode_into(bytes: &[u8], sink: &mut impl Sink) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !is_unreserved(b) {
+            sink.put(&bytes[start..i]);
+            put_encoded_byte(b, sink);
+            start = i + 1;
+        }
+    }
+    sink.put(&bytes[start..]);
+}
+
+pub fn percent_encode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    percent_encode_into(s.as_bytes(), &mut out);
+    // PE output is ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Splits a raw `application/x-www-form-urlencoded` string (or query) into raw `(key, value)`
+/// pairs, skipping empty parts. A part without `=` has an empty value.
+pub fn raw_pairs(raw: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
+    raw.as_bytes()
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &p[p.len()..]),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(s: &str, plus: bool) -> String {
+        String::from_utf8(canonical(s.as_bytes(), plus).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn canonical_matches_the_reference_reading() {
+        assert_eq!(canon("a+b%2Ac", true), "a%20b%2Ac");
+        assert_eq!(canon("a+b", false), "a%2Bb");
+        assert_eq!(canon("a%2ab", true), "a%2Ab");
+        assert_eq!(canon("%7E~", true), "~~");
+        assert_eq!(canon("*", true), "%2A");
+        assert_eq!(canon("é", true), "%C3%A9");
+        assert_eq!(canon("100%", true), "100%25");
+        assert_eq!(canon("%zz", true), "%25zz");
+        assert_eq!(canon("%4", true), "%254");
+        assert_eq!(canon("%41", true), "A");
+        assert_eq!(canon("", true), "");
+        assert!(matches!(canonical(b"abc%2F", true), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn decode_and_pairs() {
+        assert_eq!(&*percent_decode(b"a+b%20c", true), b"a b c");
+        assert_eq!(&*percent_decode(b"a+b", false), b"a+b");
+        let pairs: Vec<_> = raw_pairs("a=1&&b&c=&d=x=y").collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (&b"b"[..], &b""[..]),
+                (&b"c"[..], &b""[..]),
+                (&b"d"[..], &b"x=y"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn hex() {
+        let mut out = [0u8; 2];
+        assert!(hex_decode_into(b"aBff", &mut out));
+        assert_eq!(out, [0xab, 0xff]);
+        assert!(!hex_decode_into(b"abf", &mut out));
+        assert!(!hex_decode_into(b"zzzz", &mut out));
+        assert_eq!(hex_lower(&[0xde, 0xad]), "dead");
+    }
+}

@@ -1,0 +1,125 @@
+//! The decision: whether one request may pass, in the order DESIGN.md §3 fixes.
+//!
+//! A pure function of the rule snapshot, the request, the peer address and the clock. The only
+//! state it touches is the nonce cache, and only once the signature has been proved, so a forged
+//! request can never burn a legitimate client's nonce.
+
+use std::net::IpAddr;
+
+use crate::auth::{self, ParsedAuth, RequestView, Scheme};
+use crate::error::{AllowlistLevel, Rejection};
+use crate::policy::NonceCache;
+use crate::policy::replay::NonceOutcome;
+use crate::policy::source_ip::{self, SourceIp};
+use crate::rules::{AccessKey, KeyStatus, Route, Snapshot};
+use crate::time::UnixSeconds;
+
+/// What was decided and what was learned on the way (for forwarding, metrics and audit).
+#[derive(Debug)]
+pub struct Decision<'s, 'r> {
+    pub route: Option<&'s Route>,
+    pub key: Option<&'s AccessKey>,
+    pub source: SourceIp,
+    pub scheme: Option<Scheme>,
+    pub action: Option<&'r str>,
+    pub result: Result<(), Rejection>,
+}
+
+/// Runs the full decision for one request.
+pub fn decide<'s, 'r>(
+    snap: &'s Snapshot,
+    req: &RequestView<'r>,
+    peer: IpAddr,
+    now: UnixSeconds,
+    nonces: &NonceCache,
+) -> Decision<'s, 'r> {
+    let mut d = Decision {
+        route: None,
+        key: None,
+        source: source_ip::resolve(peer, req.headers, &snap.settings.trusted_proxies),
+        scheme: None,
+        action: None,
+        result: Ok(()),
+    };
+    d.result = run(snap, req, now, nonces, &mut d);
+    d
+}
+
+fn run<'s, 'r>(
+    snap: &'s Snapshot,
+    req: &RequestView<'r>,
+    now: UnixSeconds,
+    nonces: &NonceCache,
+    d: &mut Decision<'s, 'r>,
+) -> Result<(), Rejection> {
+    // 1. Route.
+    let route = snap
+        .route(req.host, req.path)
+        .ok_or(Rejection::InvalidRoute)?;
+    d.route = Some(route);
+
+    // 2. Signature scheme and credential.
+    let auth: ParsedAuth<'r> = auth::parse(req)?;
+    d.scheme = Some(auth.scheme);
+    d.action = Some(auth.action);
+
+    // 3. Key.
+    let key = snap.key(auth.key_id).ok_or(Rejection::KeyNotFound)?;
+    d.key = Some(key);
+    if key.status == KeyStatus::Disabled {
+        return Err(Rejection::KeyDisabled);
+    }
+
+    // 4. Source IP against every allowlist that is set.
+    check_allowlists(key, d.source)?;
+
+    // 5. Time window, both directions.
+    let ts = auth.timestamp_secs()?;
+    let skew = snap.settings.clock_skew.as_secs() as i64;
+    if (now - ts).abs() > skew {
+        return Err(Rejection::TimestampExpired);
+    }
+
+    // 6. Body hash, then signature.
+    auth.verify(req, &key.secret, None)?;
+
+    // 7. Nonce, only now that the request is proved to come from the key's holder. It must be
+    //    remembered for as long as the request's timestamp stays acceptable, whatever nonce_ttl
+    //    says, or a replay could slip in after the entry expired.
+    if let Some(nonce) = auth.nonce {
+        let ttl = snap.settings.nonce_ttl.as_secs() as i64;
+        let expires = (now + ttl).max(ts + skew) + 1;
+        if nonces.check_and_record(key.id.as_str(), nonce, now, expires) == NonceOutcome::Replayed {
+            return Err(Rejection::NonceUsed);
+        }
+    }
+
+    // 8. Leaked key × high-risk action of the route's service.
+    if key.leaked.is_some()
+        && snap
+            .service(&route.service)
+            .is_some_and(|risk| risk.is_high_risk(auth.action))
+    {
+        return Err(Rejection::LeakedKeyHighRisk);
+    }
+    Ok(())
+}
+
+fn check_allowlists(key: &AccessKey, source: SourceIp) -> Result<(), Rejection> {
+    let levels = [
+        (AllowlistLevel::Account, Some(&key.account.allow)),
+        (AllowlistLevel::User, key.user.as_ref().map(|u| &u.allow)),
+        (AllowlistLevel::Key, Some(&key.allow)),
+    ];
+    for (level, set) in levels {
+        let Some(set) = set else { continue };
+        if set.is_empty() {
+            continue;
+        }
+        match source.ip() {
+            Some(ip) if set.contains(ip) => {}
+            _ => return Err(Rejection::SourceIpNotAllowed(level)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Every way a request can be refused, each knowing its wire code, HTTP status and message.
+//!
+//! The variants carry only what the response may reveal, plus (for audit) which allowlist level
+//! refused. Messages never contain a secret; the allowlist level never reaches the client.
+
+use http::StatusCode;
+use std::borrow::Cow;
+
+/// Which allowlist refused a source IP. Logged, never sent to the client (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowlistLevel {
+    Account,
+    User,
+    Key,
+}
+
+impl AllowlistLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowlistLevel::Account => "account",
+            AllowlistLevel::User => "user",
+            AllowlistLevel::Key => "key",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no route for this host and path")]
+    InvalidRoute,
+    #[error("no AccessKey id in the request")]
+    MissingAccessKeyId,
+    #[error("malformed signature: {0}")]
+    IncompleteSignature(Cow<'static, str>),
+    #[error("unknown AccessKey")]
+    KeyNotFound,
+    #[error("AccessKey is disabled")]
+    KeyDisabled,
+    #[error("source IP not allowed by the {} allowlist", .0.as_str())]
+    SourceIpNotAllowed(AllowlistLevel),
+    #[error("timestamp is not in the required format")]
+    TimestampMalformed,
+    #[error("timestamp outside the accepted window")]
+    TimestampExpired,
+    #[error("body does not match x-acs-content-sha256")]
+    ContentHashMismatch,
+    #[error("signature does not match")]
+    SignatureDoesNotMatch { string_to_sign: String },
+    #[error("signature nonce already used")]
+    NonceUsed,
+    #[error("leaked AccessKey calling a high-risk action")]
+    LeakedKeyHighRisk,
+    #[error("request body over the limit")]
+    BodyTooLarge,
+    #[error("request could not be read: {0}")]
+    BadRequest(Cow<'static, str>),
+    #[error("upstream unreachable")]
+    UpstreamUnavailable,
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::InvalidRoute => "InvalidRoute",
+            Rejection::MissingAccessKeyId => "MissingAccessKeyId",
+            Rejection::IncompleteSignature(_) => "IncompleteSignature",
+            Rejection::KeyNotFound => "InvalidAccessKeyId.NotFound",
+            Rejection::KeyDisabled => "InvalidAccessKeyId.Inactive",
+            Rejection::SourceIpNotAllowed(_) => "Forbidden.SourceIpNotAllowed",
+            Rejection::TimestampMalformed => "InvalidTimeStamp.Format",
+            Rejection::TimestampExpired => "InvalidTimeStamp.Expired",
+            Rejection::ContentHashMismatch => "InvalidContentSha256",
+            Rejection::SignatureDoesNotMatch { .. } => "SignatureDoesNotMatch",
+            Rejection::NonceUsed => "SignatureNonceUsed",
+            Rejection::LeakedKeyHighRisk => "Forbidden",
+            Rejection::BodyTooLarge => "RequestBodyTooLarge",
+            Rejection::BadRequest(_) => "InvalidRequest",
+            Rejection::UpstreamUnavailable => "ServiceUnavailable",
+            Rejection::UpstreamTimeout => "GatewayTimeout",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::InvalidRoute | Rejection::KeyNotFound => StatusCode::NOT_FOUND,
+            Rejection::SourceIpNotAllowed(_) | Rejection::LeakedKeyHighRisk => {
+                StatusCode::FORBIDDEN
+            }
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The client-facing message. Every message contains a `:` because aliyun-python-sdk-core
+    /// splits `SignatureDoesNotMatch` messages on it and crashes without one (SIGNATURES.md §6).
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            Rejection::InvalidRoute => "No API is served at this host and path: check the endpoint.".into(),
+            Rejection::MissingAccessKeyId => {
+                "The request is not signed: AccessKeyId is missing.".into()
+            }
+            Rejection::IncompleteSignature(why) => format!(
+                "The request signature does not conform to Aliyun standards: {why}."
+            )
+            .into(),
+            Rejection::KeyNotFound => "Specified access key is not found: check the AccessKeyId.".into(),
+            Rejection::KeyDisabled => "Specified access key is disabled: use an active AccessKey.".into(),
+            Rejection::SourceIpNotAllowed(_) => {
+                "Forbidden: the source IP of this request is not allowed for this AccessKey.".into()
+            }
+            Rejection::TimestampMalformed => {
+                "Specified time stamp or date value is not well formatted: expected yyyy-MM-ddTHH:mm:ssZ in UTC.".into()
+            }
+            Rejection::TimestampExpired => {
+                "Specified time stamp or date value is expired: check the client clock.".into()
+            }
+            Rejection::ContentHashMismatch => {
+                "The x-acs-content-sha256 header does not match the request body: hash the exact body sent.".into()
+            }
+            Rejection::SignatureDoesNotMatch { string_to_sign } => format!(
+                "Specified signature does not match our calculation. server string to sign is:{string_to_sign}"
+            )
+            .into(),
+            Rejection::NonceUsed => "Specified signature nonce was used already: send a fresh nonce.".into(),
+            Rejection::LeakedKeyHighRisk => "There is a risk of leakage of this AccessKey.".into(),
+            Rejection::BodyTooLarge => "Request body is too large: see max_body_bytes.".into(),
+            Rejection::BadRequest(why) => format!("The request could not be read: {why}.").into(),
+            Rejection::UpstreamUnavailable => {
+                "The service is unavailable: the upstream could not be reached.".into()
+            }
+            Rejection::UpstreamTimeout => {
+                "The service did not respond in time: the upstream timed out.".into()
+            }
+        }
+    }
+
+    /// A small fixed label for metrics: which stage refused.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+            _ => "denied",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaked_key_message_is_exact() {
+        let r = Rejection::LeakedKeyHighRisk;
+        assert_eq!(r.code(), "Forbidden");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.message(), "There is a risk of leakage of this AccessKey.");
+    }
+
+    #[test]
+    fn signature_mismatch_message_ends_with_string_to_sign() {
+        let r = Rejection::SignatureDoesNotMatch {
+            string_to_sign: "ACS3-HMAC-SHA256\nabc".into(),
+        };
+        assert!(
+            r.message()
+                .ends_with("server string to sign is:ACS3-HMAC-SHA256\nabc")
+        );
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn allowlist_level_is_not_revealed() {
+        for level in [
+            AllowlistLevel::Account,
+            AllowlistLevel::User,
+            AllowlistLevel::Key,
+        ] {
+            let m = Rejection::SourceIpNotAllowed(level).message();
+            assert!(!m.contains(level.as_str()), "{m}");
+        }
+    }
+}

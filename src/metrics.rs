@@ -1,0 +1,95 @@
+//! Prometheus metrics. Names start with `akgate_`; labels come from small fixed sets (decision,
+//! code, scheme, result), never from key ids, addresses or paths.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::rules::Snapshot;
+use crate::time::UnixSeconds;
+
+pub const REQUESTS: &str = "akgate_requests_total";
+pub const REQUEST_DURATION: &str = "akgate_request_duration_seconds";
+pub const RELOADS: &str = "akgate_rules_reloads_total";
+pub const GENERATION: &str = "akgate_rules_generation";
+pub const LAST_RELOAD_SUCCESS: &str = "akgate_rules_last_reload_success_timestamp_seconds";
+pub const KEYS: &str = "akgate_rules_keys";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => {
+                describe();
+                handle
+            }
+            // Another recorder is installed (a host program embedding the library): render an
+            // empty registry of our own rather than fail.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests by decision (allowed, denied, upstream_error) and code"
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request head to response head"
+    );
+    metrics::describe_counter!(
+        RELOADS,
+        "Rule reloads by result (success, error, unchanged)"
+    );
+    metrics::describe_gauge!(GENERATION, "Generation of the rule set in service");
+    metrics::describe_gauge!(
+        LAST_RELOAD_SUCCESS,
+        "Unix time of the last successful rules load"
+    );
+    metrics::describe_gauge!(KEYS, "AccessKeys in the rule set in service");
+}
+
+/// Histograms are aggregated lazily; this drains them so memory stays flat between scrapes.
+pub fn spawn_upkeep() {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            install().run_upkeep();
+        }
+    });
+}
+
+#[inline]
+pub fn request(decision: &'static str, code: &'static str, elapsed: Duration) {
+    counter!(REQUESTS, "decision" => decision, "code" => code).increment(1);
+    histogram!(REQUEST_DURATION, "decision" => decision).record(elapsed.as_secs_f64());
+}
+
+pub fn rules_loaded(snap: &Snapshot, result: &'static str, now: UnixSeconds) {
+    counter!(RELOADS, "result" => result).increment(1);
+    gauge!(GENERATION).set(snap.generation as f64);
+    gauge!(LAST_RELOAD_SUCCESS).set(now as f64);
+    gauge!(KEYS).set(snap.keys.len() as f64);
+}
+
+pub fn rules_reload_failed() {
+    counter!(RELOADS, "result" => "error").increment(1);
+}
+
+pub fn rules_reload_unchanged() {
+    counter!(RELOADS, "result" => "unchanged").increment(1);
+}

@@ -1,0 +1,8 @@
+//! Request policy that is not signature math: who may call from where, and replay protection.
+
+pub mod allowlist;
+pub mod replay;
+pub mod source_ip;
+
+pub use allowlist::IpSet;
+pub use replay::NonceCache;

@@ -1,0 +1,180 @@
+//! Forwarding an admitted request upstream and streaming the answer back.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, request::Parts};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::Body;
+use crate::error::Rejection;
+use crate::policy::source_ip::SourceIp;
+use crate::rules::{AccessKey, Route};
+
+pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Names listed in `Connection` are hop-by-hop for this message too.
+fn connection_listed(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+            .unwrap_or(false)
+    })
+}
+
+pub struct Identity<'a> {
+    pub key: &'a AccessKey,
+    pub request_id: &'a str,
+    pub source: SourceIp,
+    pub peer: IpAddr,
+}
+
+/// Headers that only the gateway may set: a client sending them is ignored, so an upstream can
+/// trust them.
+fn is_gateway_owned(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-akgate-")
+        || n == "x-request-id"
+        || n == "x-forwarded-for"
+        || n == "authorization"
+        || n == "host"
+}
+
+pub fn upstream_request(
+    route: &Route,
+    parts: &Parts,
+    host: Option<&str>,
+    body: Bytes,
+    id: &Identity<'_>,
+) -> Result<Request<Full<Bytes>>, Rejection> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(route.upstream.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".into()))?;
+
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
+    for (name, value) in &parts.headers {
+        if is_hop_by_hop(name) || is_gateway_owned(name) || connection_listed(&parts.headers, name)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    // The Host the client signed is the one the upstream sees: the gateway is transparent.
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::HOST, h);
+    }
+    let key = id.key;
+    let set = |headers: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            headers.insert(name, v);
+        }
+    };
+    set(&mut headers, "x-akgate-account", &key.account.id);
+    if let Some(user) = &key.user {
+        set(&mut headers, "x-akgate-user", &user.name);
+    }
+    set(&mut headers, "x-akgate-key", &key.id);
+    set(&mut headers, "x-request-id", id.request_id);
+    // A chain of X-Forwarded-For is kept only when it came through a proxy we trust; otherwise it
+    // is whatever the client chose to write, and the upstream would be misled by it.
+    let peer = id.peer.to_string();
+    let xff = match id.source {
+        SourceIp::Forwarded { .. } | SourceIp::Unknown => {
+            let prior: Vec<&str> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if prior.is_empty() {
+                peer
+            } else {
+                format!("{}, {peer}", prior.join(", "))
+            }
+        }
+        SourceIp::Peer(_) => peer,
+    };
+    set(&mut headers, "x-forwarded-for", &xff);
+
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+pub async fn send(
+    client: &UpstreamClient,
+    req: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Response<Body>, Rejection> {
+    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => return Err(Rejection::UpstreamTimeout),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upstream request failed");
+            return Err(Rejection::UpstreamUnavailable);
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    let listed: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| connection_listed(&parts.headers, n))
+        .cloned()
+        .collect();
+    for name in listed {
+        parts.headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        parts.headers.remove(name);
+    }
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
+}

@@ -1,0 +1,829 @@
+//! Reads a rules directory and compiles it into a [`Snapshot`], or explains, with file, line and
+//! column, every reason it cannot. A rule set loads whole or not at all.
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
+use super::{
+    AccessKey, Account, HostMatch, LeakInfo, Origin, Route, Secret, ServiceRisk, Settings,
+    Snapshot, User,
+};
+use crate::auth::encoding::hex_lower;
+use crate::policy::IpSet;
+use crate::policy::allowlist::parse_cidr;
+use crate::time::parse_duration;
+
+/// Looks up an environment variable; injected so that `demo` and tests need not touch the
+/// process environment.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct LoadOptions {
+    pub env: EnvLookup,
+    /// Sends every route to this upstream instead of the one in `routes.toml` (used by `demo`).
+    pub upstream_override: Option<http::uri::Authority>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            env: Arc::new(|name| std::env::var(name).ok()),
+            upstream_override: None,
+        }
+    }
+}
+
+impl fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("upstream_override", &self.upstream_override)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One thing wrong (or worth a warning) in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// Why a rule set was refused. Every problem is reported, not just the first.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+struct SourceFile {
+    name: Arc<str>,
+    text: String,
+}
+
+impl SourceFile {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = offset
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
+        (line, col)
+    }
+
+    fn origin(&self, span: Range<usize>) -> Origin {
+        Origin {
+            file: self.name.clone(),
+            line: self.line_col(span.start).0,
+        }
+    }
+}
+
+/// Collects problems while compiling.
+struct Diag<'a> {
+    files: &'a [SourceFile],
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Diag<'_> {
+    fn problem(&self, file: usize, span: Range<usize>, message: String) -> Problem {
+        let f = &self.files[file];
+        let (line, col) = f.line_col(span.start);
+        Problem {
+            file: f.name.to_string(),
+            line,
+            col,
+            message,
+        }
+    }
+    fn error(&mut self, file: usize, span: Range<usize>, message: impl Into<String>) {
+        let p = self.problem(file, span, message.into());
+        self.problems.push(p);
+    }
+    fn warn(&mut self, file: usize, span: Range<usize>, message: impl Into<String>) {
+        let p = self.problem(file, span, message.into());
+        self.warnings.push(p);
+    }
+}
+
+/// Lists the rule files of a directory: every non-hidden `*.toml`, sorted by name. Hidden names
+/// cover editor swap files and the `..data` directory of a Kubernetes ConfigMap, whose files are
+/// reached through the symlinks beside it.
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || !name.ends_with(".toml") {
+            continue;
+        }
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads and compiles every rule file in `dir`.
+pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Snapshot, LoadError> {
+    let whole = |message: String| LoadError {
+        problems: vec![Problem {
+            file: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message,
+        }],
+    };
+    let paths =
+        rule_files(dir).map_err(|e| whole(format!("cannot read the rules directory: {e}")))?;
+    if paths.is_empty() {
+        return Err(whole(
+            "no rule files (*.toml) in the rules directory".into(),
+        ));
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+            problems: vec![Problem {
+                file: name.clone(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        files.push(SourceFile {
+            name: name.into(),
+            text,
+        });
+    }
+    compile(dir, &files, opts)
+}
+
+fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snapshot, LoadError> {
+    let mut hash = Sha256::new();
+    let mut diag = Diag {
+        files,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut parsed = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        hash.update((f.name.len() as u64).to_le_bytes());
+        hash.update(f.name.as_bytes());
+        hash.update((f.text.len() as u64).to_le_bytes());
+        hash.update(f.text.as_bytes());
+        match toml::from_str::<RawFile>(&f.text) {
+            Ok(raw) => parsed.push((i, raw)),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                diag.error(i, span, e.message().trim().to_string());
+            }
+        }
+    }
+    if !diag.problems.is_empty() {
+        return Err(LoadError {
+            problems: diag.problems,
+        });
+    }
+
+    // Settings: at most one [settings] table in the whole set.
+    let mut settings_raw: Option<(usize, &Spanned<RawSettings>)> = None;
+    for (i, raw) in &parsed {
+        if let Some(s) = &raw.settings {
+            if settings_raw.is_some() {
+                diag.error(
+                    *i,
+                    s.span(),
+                    "[settings] appears in more than one rule file",
+                );
+            } else {
+                settings_raw = Some((*i, s));
+            }
+        }
+    }
+    let settings = compile_settings(settings_raw, &mut diag);
+
+    // Accounts.
+    let mut accounts: HashMap<String, Arc<Account>> = HashMap::new();
+    for (i, raw) in &parsed {
+        for a in &raw.account {
+            let span = a.span();
+            let a = a.get_ref();
+            let id = a.id.get_ref().trim().to_string();
+            if id.is_empty() {
+                diag.error(*i, a.id.span(), "account id is empty");
+                continue;
+            }
+            let allow = compile_cidrs(*i, &a.api_source_cidrs, &mut diag);
+            let acct = Account {
+                id: id.clone(),
+                name: a.name.clone(),
+                allow,
+                origin: files[*i].origin(span),
+            };
+            if accounts.insert(id.clone(), Arc::new(acct)).is_some() {
+                diag.error(*i, a.id.span(), format!("duplicate account id `{id}`"));
+            }
+        }
+    }
+
+    // Users, unique by (account, name).
+    let mut users: HashMap<(String, String), Arc<User>> = HashMap::new();
+    for (i, raw) in &parsed {
+        for u in &raw.user {
+            let span = u.span();
+            let u = u.get_ref();
+            let account = u.account.get_ref().trim().to_string();
+            let name = u.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                diag.error(*i, u.name.span(), "user name is empty");
+                continue;
+            }
+            if !accounts.contains_key(&account) {
+                diag.error(
+                    *i,
+                    u.account.span(),
+                    format!("user `{name}` refers to unknown account `{account}`"),
+                );
+            }
+            let allow = compile_cidrs(*i, &u.api_source_cidrs, &mut diag);
+            let user = User {
+                name: name.clone(),
+                account: account.clone(),
+                allow,
+                origin: files[*i].origin(span),
+            };
+            if users
+                .insert((account.clone(), name.clone()), Arc::new(user))
+                .is_some()
+            {
+                diag.error(
+                    *i,
+                    u.name.span(),
+                    format!("duplicate user `{name}` in account `{account}`"),
+                );
+            }
+        }
+    }
+
+    // Leaked-key flags, by key id.
+    let mut leaked: HashMap<String, (usize, Range<usize>, LeakInfo)> = HashMap::new();
+    for (i, raw) in &parsed {
+        for l in &raw.leaked_key {
+            let span = l.span();
+            let l = l.get_ref();
+            let id = l.id.get_ref().trim().to_string();
+            let info = LeakInfo {
+                reported: l.reported.as_ref().map(|d| d.to_string()),
+                reason: l.reason.clone(),
+                origin: files[*i].origin(span),
+            };
+            // Flagging a key twice is harmless; keep the first flag's position.
+            leaked.entry(id).or_insert((*i, l.id.span(), info));
+        }
+    }
+
+    // Keys.
+    let mut keys: HashMap<String, AccessKey> = HashMap::new();
+    let mut active_per_user: HashMap<(String, String), usize> = HashMap::new();
+    for (i, raw) in &parsed {
+        for k in &raw.access_key {
+            let span = k.span();
+            let k = k.get_ref();
+            let id = k.id.get_ref().trim().to_string();
+            if id.is_empty()
+                || id
+                    .bytes()
+                    .any(|b| !b.is_ascii_graphic() || b == b',' || b == b'/')
+            {
+                diag.error(
+                    *i,
+                    k.id.span(),
+                    "access key id must be non-empty printable ASCII without `,` or `/`",
+                );
+                continue;
+            }
+            let account_id = k.account.get_ref().trim();
+            let Some(account) = accounts.get(account_id).cloned() else {
+                diag.error(
+                    *i,
+                    k.account.span(),
+                    format!("access key `{id}` refers to unknown account `{account_id}`"),
+                );
+                continue;
+            };
+            let user = match &k.user {
+                None => None,
+                Some(u) => {
+                    let name = u.get_ref().trim().to_string();
+                    match users.get(&(account_id.to_string(), name.clone())) {
+                        Some(user) => Some(user.clone()),
+                        None => {
+                            diag.error(*i, u.span(), format!("access key `{id}` refers to unknown user `{name}` in account `{account_id}`"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let status = *k.status.get_ref();
+            if let (Some(u), KeyStatus::Active) = (&user, status) {
+                let n = active_per_user
+                    .entry((account_id.to_string(), u.name.clone()))
+                    .or_default();
+                *n += 1;
+                if *n > 2 {
+                    diag.error(*i, k.id.span(), format!("user `{}` has more than two active access keys; disable one before adding another", u.name));
+                }
+            }
+            let Some(secret) = read_secret(*i, k, dir, opts, &mut diag, &mut hash) else {
+                continue;
+            };
+            let allow = compile_cidrs(*i, &k.api_source_cidrs, &mut diag);
+            let key = AccessKey {
+                id: id.clone(),
+                account,
+                user,
+                status,
+                created: k.created.as_ref().map(|d| d.to_string()),
+                allow,
+                leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
+                secret,
+                origin: files[*i].origin(span),
+            };
+            if keys.insert(id.clone(), key).is_some() {
+                diag.error(*i, k.id.span(), format!("duplicate access key id `{id}`"));
+            }
+        }
+    }
+    for (id, (file, span, _)) in &leaked {
+        if !keys.contains_key(id) {
+            diag.warn(
+                *file,
+                span.clone(),
+                format!("leaked key `{id}` is not in the key table (no effect)"),
+            );
+        }
+    }
+
+    // High-risk services.
+    let mut services: HashMap<String, ServiceRisk> = HashMap::new();
+    for (i, raw) in &parsed {
+        for s in &raw.service {
+            let span = s.span();
+            let s = s.get_ref();
+            let name = s.name.get_ref().trim().to_ascii_lowercase();
+            let mut risk = ServiceRisk {
+                origin: Some(files[*i].origin(span)),
+                ..Default::default()
+            };
+            for a in &s.actions {
+                let action = a.get_ref().trim();
+                if action == "*" {
+                    risk.all = true;
+                } else if action.is_empty() || action.contains(char::is_whitespace) {
+                    diag.error(*i, a.span(), format!("`{action}` is not an action name"));
+                } else {
+                    risk.actions.insert(action.to_ascii_lowercase());
+                }
+            }
+            if services.insert(name.clone(), risk).is_some() {
+                diag.error(
+                    *i,
+                    s.name.span(),
+                    format!("service `{name}` is declared twice; merge its actions into one entry"),
+                );
+            }
+        }
+    }
+
+    // Routes, in file order (files sorted by name).
+    let mut routes = Vec::new();
+    for (i, raw) in &parsed {
+        for r in &raw.route {
+            let span = r.span();
+            let r = r.get_ref();
+            if r.host.is_none() && r.path_prefix.is_none() {
+                diag.error(
+                    *i,
+                    span.clone(),
+                    "a route needs `host`, `path_prefix` or both",
+                );
+            }
+            let host = r.host.as_ref().map(|h| {
+                let h = h.get_ref().trim();
+                match h.strip_prefix('*') {
+                    Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+                    None => HostMatch::Exact(h.to_ascii_lowercase()),
+                }
+            });
+            if let (Some(HostMatch::Suffix(s)), Some(h)) = (&host, &r.host)
+                && (!s.starts_with('.') || s.len() < 2)
+            {
+                diag.error(
+                    *i,
+                    h.span(),
+                    "wildcard hosts must look like `*.example.com`",
+                );
+            }
+            let path_prefix = r.path_prefix.as_ref().map(|p| p.get_ref().clone());
+            if let (Some(p), Some(raw_p)) = (&path_prefix, &r.path_prefix)
+                && !p.starts_with('/')
+            {
+                diag.error(*i, raw_p.span(), "path_prefix must start with `/`");
+            }
+            let service = r.service.get_ref().trim().to_ascii_lowercase();
+            if !services.contains_key(&service) {
+                diag.error(*i, r.service.span(), format!("route to unknown service `{service}`: declare it with a [[service]] entry (its actions may be empty)"));
+            }
+            let upstream = match &opts.upstream_override {
+                Some(a) => Some(a.clone()),
+                None => parse_upstream(r.upstream.get_ref())
+                    .map_err(|m| diag.error(*i, r.upstream.span(), m))
+                    .ok(),
+            };
+            if let Some(upstream) = upstream {
+                routes.push(Route {
+                    host,
+                    path_prefix,
+                    service,
+                    upstream,
+                    origin: files[*i].origin(span),
+                });
+            }
+        }
+    }
+
+    if keys.is_empty() && diag.problems.is_empty() {
+        diag.problems.push(Problem {
+            file: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: "the rule set has no [[access_key]]: it would refuse every request".into(),
+        });
+    }
+    if routes.is_empty() && diag.problems.is_empty() {
+        diag.problems.push(Problem {
+            file: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: "the rule set has no [[route]]: nothing could be forwarded".into(),
+        });
+    }
+    if !diag.problems.is_empty() {
+        return Err(LoadError {
+            problems: diag.problems,
+        });
+    }
+    Ok(Snapshot {
+        generation: 0,
+        content_hash: hex_lower(&hash.finalize()),
+        loaded_at: 0,
+        settings,
+        keys,
+        routes,
+        services,
+        warnings: diag.warnings,
+    })
+}
+
+fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag<'_>) -> Settings {
+    let mut s = Settings::default();
+    let Some((i, raw)) = raw else { return s };
+    let raw = raw.get_ref();
+    let dur = |v: &Option<Spanned<String>>, into: &mut std::time::Duration, diag: &mut Diag<'_>| {
+        if let Some(v) = v {
+            match parse_duration(v.get_ref()) {
+                Some(d) => *into = d,
+                None => diag.error(
+                    i,
+                    v.span(),
+                    format!("`{}` is not a duration (e.g. 15m, 30s, 500ms)", v.get_ref()),
+                ),
+            }
+        }
+    };
+    dur(&raw.clock_skew, &mut s.clock_skew, diag);
+    dur(&raw.nonce_ttl, &mut s.nonce_ttl, diag);
+    dur(&raw.upstream_timeout, &mut s.upstream_timeout, diag);
+    if let Some(d) = raw.max_idle_days {
+        s.max_idle_days = d;
+    }
+    if let Some(b) = raw.max_body_bytes {
+        s.max_body_bytes = b;
+    }
+    if let Some(tp) = &raw.trusted_proxies {
+        s.trusted_proxies = compile_cidrs(i, tp, diag);
+    }
+    s
+}
+
+fn compile_cidrs(file: usize, cidrs: &[Spanned<String>], diag: &mut Diag<'_>) -> IpSet {
+    let mut set = IpSet::new();
+    for c in cidrs {
+        match parse_cidr(c.get_ref()) {
+            Ok(net) => set.insert(net),
+            Err(m) => diag.error(file, c.span(), m),
+        }
+    }
+    set
+}
+
+fn parse_upstream(s: &str) -> Result<http::uri::Authority, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a URL (expected http://host:port)"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("`{s}`: only http:// upstreams are supported"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{s}`: an upstream is an origin (http://host:port); requests keep their own path"
+        ));
+    }
+    uri.authority()
+        .cloned()
+        .ok_or_else(|| format!("`{s}` has no host"))
+}
+
+fn read_secret(
+    file: usize,
+    k: &RawAccessKey,
+    dir: &Path,
+    opts: &LoadOptions,
+    diag: &mut Diag<'_>,
+    hash: &mut Sha256,
+) -> Option<Secret> {
+    let id = k.id.get_ref();
+    let sources = [
+        k.secret_env.is_some(),
+        k.secret_file.is_some(),
+        k.secret.is_some(),
+    ];
+    if sources.iter().filter(|&&s| s).count() != 1 {
+        diag.error(
+            file,
+            k.id.span(),
+            format!("access key `{id}` needs exactly one of secret_env, secret_file, secret"),
+        );
+        return None;
+    }
+    let value = if let Some(var) = &k.secret_env {
+        match (opts.env)(var.get_ref()) {
+            Some(v) => v,
+            None => {
+                diag.error(
+                    file,
+                    var.span(),
+                    format!("environment variable `{}` is not set", var.get_ref()),
+                );
+                return None;
+            }
+        }
+    } else if let Some(path) = &k.secret_file {
+        let p = dir.join(path.get_ref());
+        match std::fs::read_to_string(&p) {
+            Ok(v) => {
+                // A secret file's bytes change the rule set as much as the rule files do; hash
+                // them (the digest reveals nothing) so a rotated secret counts as a change.
+                hash.update(v.as_bytes());
+                v.trim_end_matches(['\n', '\r']).to_string()
+            }
+            Err(e) => {
+                diag.error(
+                    file,
+                    path.span(),
+                    format!("cannot read secret file `{}`: {e}", path.get_ref()),
+                );
+                return None;
+            }
+        }
+    } else if let Some(inline) = &k.secret {
+        diag.warn(
+            file,
+            inline.span(),
+            format!("access key `{id}` has an inline secret; prefer secret_env or secret_file"),
+        );
+        inline.get_ref().clone()
+    } else {
+        return None;
+    };
+    if value.is_empty() {
+        diag.error(
+            file,
+            k.id.span(),
+            format!("access key `{id}` has an empty secret"),
+        );
+        return None;
+    }
+    if k.secret_env.is_some() {
+        hash.update(Sha256::digest(value.as_bytes()));
+    }
+    Some(Secret::new(value.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    const KEYS: &str = r#"
+[[account]]
+id = "1001"
+api_source_cidrs = ["203.0.113.0/24"]
+
+[[user]]
+name = "ci"
+account = "1001"
+
+[[access_key]]
+id = "AK1"
+user = "ci"
+account = "1001"
+secret = "s1"
+status = "active"
+created = 2026-01-15
+"#;
+    const ROUTES: &str = r#"
+[[service]]
+name = "ecs"
+actions = ["DeleteInstance"]
+
+[[route]]
+path_prefix = "/"
+service = "ecs"
+upstream = "http://127.0.0.1:9000"
+"#;
+
+    #[test]
+    fn loads_a_valid_set() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "keys.toml", KEYS);
+        write(d.path(), "routes.toml", ROUTES);
+        let s = load_dir(d.path(), &LoadOptions::default()).unwrap();
+        let k = s.key("AK1").unwrap();
+        assert_eq!(k.account.id, "1001");
+        assert_eq!(k.user.as_ref().unwrap().name, "ci");
+        assert_eq!(k.origin.to_string(), "keys.toml:10");
+        assert!(s.service("ecs").unwrap().is_high_risk("deleteinstance"));
+        assert_eq!(s.warnings.len(), 1, "inline secret warns");
+    }
+
+    #[test]
+    fn reports_every_problem_with_position() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "keys.toml",
+            &KEYS
+                .replace("203.0.113.0/24", "203.0.113.0/33")
+                .replace("user = \"ci\"\naccount", "user = \"nobody\"\naccount"),
+        );
+        write(
+            d.path(),
+            "routes.toml",
+            &ROUTES.replace("service = \"ecs\"\nupstream", "service = \"oss\"\nupstream"),
+        );
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("keys.toml:4:21: `203.0.113.0/33` is not an IP network"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keys.toml:12:8: access key `AK1` refers to unknown user `nobody`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes.toml:8:11: route to unknown service `oss`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors_name_the_place() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "keys.toml",
+            &KEYS.replace("created =", "colour = \"red\"\ncreated ="),
+        );
+        write(d.path(), "routes.toml", ROUTES);
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.problems[0].file, "keys.toml");
+        assert_eq!(e.problems[0].line, 16);
+        assert!(e.problems[0].message.contains("colour"), "{e}");
+
+        write(d.path(), "keys.toml", "[[access_key]\nid = 1");
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        assert_eq!(
+            (e.problems[0].file.as_str(), e.problems[0].line),
+            ("keys.toml", 1)
+        );
+    }
+
+    #[test]
+    fn secrets_from_env_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        write(d.path(), "k.secret", "from-file\n");
+        write(
+            d.path(),
+            "keys.toml",
+            &KEYS.replace("secret = \"s1\"", "secret_file = \"k.secret\""),
+        );
+        let s = load_dir(d.path(), &LoadOptions::default()).unwrap();
+        assert!(s.warnings.is_empty());
+        write(
+            d.path(),
+            "keys.toml",
+            &KEYS.replace("secret = \"s1\"", "secret_env = \"AKGATE_TEST_NOPE\""),
+        );
+        let e = load_dir(
+            d.path(),
+            &LoadOptions {
+                env: Arc::new(|_| None),
+                upstream_override: None,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`AKGATE_TEST_NOPE` is not set"),
+            "{e}"
+        );
+        let ok = LoadOptions {
+            env: Arc::new(|n| (n == "AKGATE_TEST_NOPE").then(|| "x".into())),
+            upstream_override: None,
+        };
+        assert!(load_dir(d.path(), &ok).is_ok());
+        let e = load_dir(&d.path().join("missing"), &ok).unwrap_err();
+        assert!(e.to_string().contains("cannot read the rules directory"));
+    }
+
+    #[test]
+    fn at_most_two_active_keys_per_user() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        let mut keys = KEYS.to_string();
+        for n in 2..=3 {
+            keys.push_str(&format!("\n[[access_key]]\nid = \"AK{n}\"\nuser = \"ci\"\naccount = \"1001\"\nsecret = \"s\"\nstatus = \"active\"\n"));
+        }
+        write(d.path(), "keys.toml", &keys);
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("more than two active access keys"),
+            "{e}"
+        );
+        write(
+            d.path(),
+            "keys.toml",
+            &keys.replacen("status = \"active\"\n", "status = \"disabled\"\n", 2),
+        );
+        assert!(load_dir(d.path(), &LoadOptions::default()).is_ok());
+    }
+}

@@ -1,0 +1,292 @@
+//! Rule tables: raw serde types ([`raw`]) → validated, compiled [`Snapshot`] ([`load`]) →
+//! one pointer swapped on reload ([`store`]).
+//!
+//! A snapshot is immutable. The request path reads it through one `ArcSwap` load and never takes a
+//! lock; everything a request needs (HMAC states, prefix tries, lower-cased action sets) is
+//! prepared here, at load time.
+
+pub mod load;
+pub mod raw;
+pub mod store;
+
+use hmac::{Hmac, KeyInit};
+use sha2::Sha256;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::policy::IpSet;
+use crate::time::UnixSeconds;
+pub use load::{LoadError, LoadOptions, Problem, load_dir};
+pub use raw::KeyStatus;
+pub use store::RulesStore;
+
+/// Where a rule was written, for explanations and audit lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+#[derive(Debug)]
+pub struct Account {
+    pub id: String,
+    pub name: Option<String>,
+    pub allow: IpSet,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    pub account: String,
+    pub allow: IpSet,
+    pub origin: Origin,
+}
+
+/// An AccessKey secret, kept only as ready-to-clone MAC states so that the raw bytes are not held
+/// and each request skips the key schedule.
+#[derive(Clone)]
+pub struct Secret {
+    pub(crate) hmac_sha256: Hmac<Sha256>,
+}
+
+impl Secret {
+    pub fn new(secret: &[u8]) -> Self {
+        Secret {
+            // HMAC accepts keys of any length, so this cannot fail.
+            hmac_sha256: Hmac::<Sha256>::new_from_slice(secret)
+                .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LeakInfo {
+    pub reported: Option<String>,
+    pub reason: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct AccessKey {
+    pub id: String,
+    pub account: Arc<Account>,
+    pub user: Option<Arc<User>>,
+    pub status: KeyStatus,
+    pub created: Option<String>,
+    pub allow: IpSet,
+    pub leaked: Option<LeakInfo>,
+    pub secret: Secret,
+    pub origin: Origin,
+}
+
+/// How a route matches the request's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Exact, case-insensitive. Compared with the port when the pattern has one.
+    Exact(String),
+    /// `*.suffix`: any name ending in `.suffix` (stored here with the leading dot).
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(want) => {
+                let has_port = want.contains(':') && !want.ends_with(']');
+                let host = if has_port { host } else { strip_port(host) };
+                host.eq_ignore_ascii_case(want)
+            }
+            HostMatch::Suffix(suffix) => {
+                let host = strip_port(host);
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub service: String,
+    /// `scheme://authority` of the upstream; requests keep their path and query.
+    pub upstream: http::uri::Authority,
+    pub origin: Origin,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(h) = &self.host {
+            match host {
+                Some(host) if h.matches(host) => {}
+                _ => return false,
+            }
+        }
+        match &self.path_prefix {
+            None => true,
+            Some(p) if p.ends_with('/') => path.starts_with(p.as_str()),
+            // A prefix matches whole segments: `/api` serves `/api` and `/api/x`, not `/apix`.
+            Some(p) => {
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
+        }
+    }
+}
+
+/// The high-risk actions of one service, lower-cased: action names are compared without regard to
+/// case so that a case variant the upstream might accept cannot slip past the list.
+#[derive(Debug, Default)]
+pub struct ServiceRisk {
+    pub all: bool,
+    pub actions: HashSet<String>,
+    pub origin: Option<Origin>,
+}
+
+impl ServiceRisk {
+    pub fn is_high_risk(&self, action: &str) -> bool {
+        if self.all {
+            return true;
+        }
+        if action.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.actions.contains(&action.to_ascii_lowercase())
+        } else {
+            self.actions.contains(action)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub clock_skew: Duration,
+    pub nonce_ttl: Duration,
+    pub max_idle_days: u32,
+    pub trusted_proxies: IpSet,
+    pub max_body_bytes: u64,
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            clock_skew: Duration::from_secs(15 * 60),
+            nonce_ttl: Duration::from_secs(15 * 60),
+            max_idle_days: 0,
+            trusted_proxies: IpSet::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One complete, validated rule set.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// Hex SHA-256 over every rule file (name and bytes) and every secret file it references.
+    pub content_hash: String,
+    pub loaded_at: UnixSeconds,
+    pub settings: Settings,
+    pub keys: HashMap<String, AccessKey>,
+    pub routes: Vec<Route>,
+    pub services: HashMap<String, ServiceRisk>,
+    pub warnings: Vec<Problem>,
+}
+
+impl Snapshot {
+    /// First route, in file order, whose host and path prefix match.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(host, path))
+    }
+
+    pub fn key(&self, id: &str) -> Option<&AccessKey> {
+        self.keys.get(id)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceRisk> {
+        self.services.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_matching() {
+        let exact = HostMatch::Exact("ecs.example.internal".into());
+        assert!(exact.matches("ECS.example.internal:8080"));
+        assert!(!exact.matches("ecs.example.internal.evil"));
+        let with_port = HostMatch::Exact("127.0.0.1:8080".into());
+        assert!(with_port.matches("127.0.0.1:8080"));
+        assert!(!with_port.matches("127.0.0.1:8081"));
+        let suffix = HostMatch::Suffix(".example.internal".into());
+        assert!(suffix.matches("a.b.example.internal:443"));
+        assert!(!suffix.matches("example.internal"));
+        assert!(!suffix.matches("badexample.internal"));
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let r = |p: &str| Route {
+            host: None,
+            path_prefix: Some(p.into()),
+            service: "s".into(),
+            upstream: "127.0.0.1:1".parse().unwrap(),
+            origin: Origin {
+                file: "routes.toml".into(),
+                line: 1,
+            },
+        };
+        assert!(r("/api").matches(None, "/api"));
+        assert!(r("/api").matches(None, "/api/x"));
+        assert!(!r("/api").matches(None, "/apix"));
+        assert!(r("/api/").matches(None, "/api/x"));
+        assert!(r("/").matches(None, "/anything"));
+    }
+
+    #[test]
+    fn risk_lookup_ignores_case() {
+        let risk = ServiceRisk {
+            all: false,
+            actions: ["deleteinstance".to_string()].into_iter().collect(),
+            origin: None,
+        };
+        assert!(risk.is_high_risk("DeleteInstance"));
+        assert!(risk.is_high_risk("deleteINSTANCE"));
+        assert!(!risk.is_high_risk("DescribeInstances"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The rule files exactly as written: serde types that reject unknown fields and keep the spans
+//! needed to point at a line. Nothing here is trusted or interpreted; [`super::load`] turns it into
+//! a [`super::Snapshot`].
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::value::Datetime;
+
+/// One `rules/*.toml` file. Any file may hold any table; together they are one rule set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub account: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    pub user: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub access_key: Vec<Spanned<RawAccessKey>>,
+    #[serde(default)]
+    pub leaked_key: Vec<Spanned<RawLeakedKey>>,
+    #[serde(default)]
+    pub service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+    pub settings: Option<Spanned<RawSettings>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub id: Spanned<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub api_source_cidrs: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Spanned<String>,
+    pub account: Spanned<String>,
+    #[serde(default)]
+    pub api_source_cidrs: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessKey {
+    pub id: Spanned<String>,
+    pub user: Option<Spanned<String>>,
+    pub account: Spanned<String>,
+    pub secret_env: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
+    pub status: Spanned<KeyStatus>,
+    pub created: Option<Datetime>,
+    #[serde(default)]
+    pub api_source_cidrs: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeakedKey {
+    pub id: Spanned<String>,
+    pub reported: Option<Datetime>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub service: Spanned<String>,
+    pub upstream: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub clock_skew: Option<Spanned<String>>,
+    pub nonce_ttl: Option<Spanned<String>>,
+    pub max_idle_days: Option<u32>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub max_body_bytes: Option<u64>,
+    pub upstream_timeout: Option<Spanned<String>>,
+}
