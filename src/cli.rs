@@ -55,6 +55,9 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[arg(long, env = "AKGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Do not watch the rules directory; reload only on SIGHUP or POST /rules/reload.
+    #[arg(long, env = "AKGATE_NO_WATCH")]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +128,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tls,
         load: LoadOptions::default(),
         reload_debounce: Duration::from_millis(200),
+        watch: !args.no_watch,
     };
     let running = match start(cfg).await {
         Ok(r) => r,

@@ -189,6 +189,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         tls: None,
         load,
         reload_debounce: Duration::from_millis(200),
+        watch: true,
     })
     .await
     .map_err(|e| {

@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub load: LoadOptions,
     /// Quiet period after the last change in the rules directory before reloading.
     pub reload_debounce: Duration,
+    /// Watch the rules directory; when false, rules reload only on SIGHUP or the admin endpoint.
+    pub watch: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub ready: Arc<AtomicBool>,
-    _watcher: store::Watcher,
+    _watcher: Option<store::Watcher>,
 }
 
 pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
@@ -84,7 +86,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         None => None,
     };
 
-    let watcher = store::watch(rules.clone(), cfg.reload_debounce)?;
+    let watcher = match cfg.watch {
+        true => Some(store::watch(rules.clone(), cfg.reload_debounce)?),
+        false => None,
+    };
     spawn_sighup(rules.clone());
     spawn_nonce_eviction(nonces, clock);
     crate::metrics::spawn_upkeep();
