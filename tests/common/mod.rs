@@ -1,0 +1,582 @@
+//! Shared harness for the socket-level tests: a recording upstream, the real `akgate` binary run
+//! as a child process on 127.0.0.1 ports, a signer and a client that can pick its source address.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ALICE: (&str, &str) = ("AKALICEKEY000001", "alice-secret-for-tests-only");
+pub const BOB_LIMITED: (&str, &str) = ("AKBOBLIMITED0001", "bob-secret-for-tests-only");
+pub const DISABLED: (&str, &str) = ("AKDISABLED000001", "disabled-secret-for-tests-only");
+pub const LEAKED: (&str, &str) = ("AKLEAKED00000001", "leaked-secret-for-tests-only");
+pub const OTHER_ACCOUNT: (&str, &str) = ("AKOTHERACCT00001", "other-secret-for-tests-only");
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+pub const UPSTREAM_BODY: &str =
+    r#"{"RequestId":"UPSTREAM-1","Regions":{"Region":[]},"note":"from upstream"}"#;
+
+/// An upstream that records every request and answers 200 with a fixed body and header.
+pub async fn upstream() -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        record.lock().unwrap().push(Seen {
+                            method: parts.method.to_string(),
+                            path_and_query: parts
+                                .uri
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            headers: parts.headers,
+                            body,
+                        });
+                        let mut resp =
+                            Response::new(Full::new(Bytes::from_static(UPSTREAM_BODY.as_bytes())));
+                        resp.headers_mut()
+                            .insert("x-upstream", "yes".parse().unwrap());
+                        resp.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen }
+}
+
+/// An upstream that accepts connections and never answers.
+pub async fn hanging_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// The rule set the socket tests run against.
+pub fn write_rules(dir: &Path, upstream: SocketAddr, slow: SocketAddr) {
+    std::fs::write(dir.join("bob.secret"), format!("{}\n", BOB_LIMITED.1)).unwrap();
+    std::fs::write(
+        dir.join("keys.toml"),
+        format!(
+            r#"
+[[account]]
+id = "100"
+name = "main"
+api_source_cidrs = ["127.0.0.0/8", "::1/128"]
+
+[[account]]
+id = "200"
+name = "partner"
+api_source_cidrs = ["127.0.0.5/32", "2001:db8::/32"]
+
+[[user]]
+name = "alice"
+account = "100"
+api_source_cidrs = ["127.0.0.1/32", "127.0.0.9/32", "::1/128"]
+
+[[user]]
+name = "bob"
+account = "100"
+
+[[access_key]]
+id = "{alice}"
+user = "alice"
+account = "100"
+secret_env = "AKGATE_IT_SECRET_ALICE"
+status = "active"
+
+[[access_key]]
+id = "{bob}"
+user = "bob"
+account = "100"
+secret_file = "bob.secret"
+status = "active"
+api_source_cidrs = ["127.0.0.3/32"]
+
+[[access_key]]
+id = "{disabled}"
+user = "bob"
+account = "100"
+secret = "{disabled_secret}"
+status = "disabled"
+
+[[access_key]]
+id = "{leaked}"
+user = "bob"
+account = "100"
+secret = "{leaked_secret}"
+status = "active"
+
+[[access_key]]
+id = "{other}"
+account = "200"
+secret = "{other_secret}"
+status = "active"
+"#,
+            alice = ALICE.0,
+            bob = BOB_LIMITED.0,
+            disabled = DISABLED.0,
+            disabled_secret = DISABLED.1,
+            leaked = LEAKED.0,
+            leaked_secret = LEAKED.1,
+            other = OTHER_ACCOUNT.0,
+            other_secret = OTHER_ACCOUNT.1,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("leaked.toml"),
+        format!(
+            "[[leaked_key]]\nid = \"{}\"\nreported = 2026-11-20T08:00:00Z\nreason = \"test\"\n",
+            LEAKED.0
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("high_risk.toml"),
+        r#"
+[[service]]
+name = "ecs"
+actions = ["RunInstances", "DeleteInstance"]
+
+[[service]]
+name = "ram"
+actions = ["*"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("routes.toml"),
+        format!(
+            r#"
+[[route]]
+host = "ram.test"
+service = "ram"
+upstream = "http://{upstream}"
+
+[[route]]
+host = "down.test"
+service = "ecs"
+upstream = "http://127.0.0.1:1"
+
+[[route]]
+host = "slow.test"
+service = "ecs"
+upstream = "http://{slow}"
+
+[[route]]
+host = "127.0.0.1"
+service = "ecs"
+upstream = "http://{upstream}"
+
+[[route]]
+host = "[::1]"
+service = "ecs"
+upstream = "http://{upstream}"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("settings.toml"),
+        r#"
+[settings]
+clock_skew = "15m"
+nonce_ttl = "15m"
+trusted_proxies = ["127.0.0.9/32"]
+max_body_bytes = 65536
+upstream_timeout = "1s"
+"#,
+    )
+    .unwrap();
+}
+
+/// The `akgate` binary, running `serve` until dropped.
+pub struct Akgate {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Akgate {
+    pub fn start(rules: &Path, listen: &str, extra: &[&str]) -> Akgate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_akgate"))
+            .args(["serve", "--rules"])
+            .arg(rules)
+            .args(["--listen", listen, "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .env("AKGATE_IT_SECRET_ALICE", ALICE.1)
+            .env("AKGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("akgate binary");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("akgate did not start: {err}");
+        }
+        // "akgate listening on http://A admin http://B"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let addr = |w: &str| w.split("://").nth(1).unwrap().parse().unwrap();
+        Akgate {
+            proxy: addr(words[3]),
+            admin: addr(words[5]),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Akgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request ready to send.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn without(mut self, k: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        self
+    }
+    pub fn set(self, k: &str, v: &str) -> Self {
+        self.without(k).header(k, v)
+    }
+}
+
+pub fn nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{t:x}{:08x}{}",
+        N.fetch_add(1, Ordering::Relaxed),
+        std::process::id()
+    )
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// An ACS3-signed ECS-style call. `clock_offset` shifts the signed date (seconds).
+pub fn signed(
+    host: &str,
+    action: &str,
+    query: &str,
+    key: (&str, &str),
+    body: &[u8],
+    clock_offset: i64,
+) -> Req {
+    signed_with(
+        host,
+        "POST",
+        "/",
+        action,
+        query,
+        key,
+        body,
+        clock_offset,
+        &[],
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn signed_with(
+    host: &str,
+    method: &str,
+    path: &str,
+    action: &str,
+    query: &str,
+    key: (&str, &str),
+    body: &[u8],
+    clock_offset: i64,
+    extra: &[(&str, &str)],
+) -> Req {
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("x-acs-action".to_string(), action.to_string()),
+        ("x-acs-version".to_string(), "2014-05-26".to_string()),
+        (
+            "x-acs-date".to_string(),
+            akgate::time::format_iso8601_utc(now() + clock_offset),
+        ),
+        ("x-acs-signature-nonce".to_string(), nonce()),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    if !body.is_empty() {
+        headers.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+    }
+    for (k, v) in extra {
+        headers.push((k.to_string(), v.to_string()));
+    }
+    akgate::auth::acs3::sign(
+        method,
+        path,
+        query,
+        &mut headers,
+        body,
+        key.0,
+        key.1.as_bytes(),
+    );
+    let path_and_query = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    Req {
+        method: method.into(),
+        path_and_query,
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn code(&self) -> String {
+        self.json()["Code"].as_str().unwrap_or_default().to_string()
+    }
+    pub fn message(&self) -> String {
+        self.json()["Message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+    /// Asserts an Alibaba-shaped error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.headers["content-type"],
+            "application/json;charset=utf-8"
+        );
+        let j = self.json();
+        assert_eq!(j["Code"], code, "body: {j}");
+        for field in ["RequestId", "HostId", "Message", "Recommend"] {
+            assert!(j[field].is_string(), "missing {field}: {j}");
+        }
+    }
+}
+
+fn build(req: &Req, authority: &str) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(req.method.as_str())
+        .uri(req.path_and_query.as_str());
+    let mut has_host = false;
+    for (k, v) in &req.headers {
+        has_host |= k.eq_ignore_ascii_case("host");
+        b = b.header(k.as_str(), v.as_str());
+    }
+    if !has_host {
+        b = b.header("host", authority);
+    }
+    b.body(Full::new(Bytes::from(req.body.clone()))).unwrap()
+}
+
+/// Sends one request over a new HTTP/1.1 connection, from `source` if given.
+pub async fn send_from(addr: SocketAddr, source: Option<IpAddr>, req: &Req) -> Resp {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(build(req, &addr.to_string()))
+        .await
+        .unwrap();
+    collect(resp).await
+}
+
+pub async fn send(addr: SocketAddr, req: &Req) -> Resp {
+    send_from(addr, None, req).await
+}
+
+/// Sends requests over one HTTP/2 (prior knowledge) connection.
+pub async fn send_h2(addr: SocketAddr, reqs: &[Req]) -> Vec<Resp> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for req in reqs {
+        let mut r = build(req, &addr.to_string());
+        // HTTP/2 carries the host as :authority, not as a Host header.
+        let host = r.headers_mut().remove("host").unwrap();
+        *r.uri_mut() = format!("http://{}{}", host.to_str().unwrap(), req.path_and_query)
+            .parse()
+            .unwrap();
+        out.push(collect(sender.send_request(r).await.unwrap()).await);
+    }
+    out
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Resp {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GET on the admin listener.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Resp {
+    let req = Req {
+        method: "GET".into(),
+        path_and_query: path.into(),
+        headers: vec![],
+        body: vec![],
+    };
+    send(admin, &req).await
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Extracts one sample of a Prometheus metric line matching all `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
