@@ -52,6 +52,17 @@ fn sdk_request() -> (HeaderMap, &'static str) {
     )
 }
 
+fn view<'a>(headers: &'a HeaderMap, query: &'a str) -> RequestView<'a> {
+    RequestView {
+        method: "POST",
+        path: "/",
+        query,
+        host: Some("127.0.0.1:33749"),
+        headers,
+        body: b"",
+    }
+}
+
 fn snapshot(extra_keys: usize) -> Snapshot {
     let dir = tempfile::tempdir().unwrap();
     let mut keys = format!(
@@ -74,14 +85,7 @@ fn acs3(c: &mut Criterion) {
     let (headers, query) = sdk_request();
     let snap = snapshot(0);
     let secret = &snap.key(KEY_ID).unwrap().secret;
-    let view = RequestView {
-        method: "POST",
-        path: "/",
-        query,
-        host: Some("127.0.0.1:33749"),
-        headers: &headers,
-        body: b"",
-    };
+    let view = view(&headers, query);
     c.bench_function("acs3_parse_and_verify_sdk_request", |b| {
         b.iter(|| {
             let parsed = auth::parse(black_box(&view)).unwrap();
@@ -96,14 +100,7 @@ fn decision(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide_sdk_request");
     for keys in [1usize, 10_000] {
         let snap = snapshot(keys - 1);
-        let view = RequestView {
-            method: "POST",
-            path: "/",
-            query,
-            host: Some("127.0.0.1:33749"),
-            headers: &headers,
-            body: b"",
-        };
+        let view = view(&headers, query);
         group.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, _| {
             // A fresh cache per batch keeps the nonce check on its "first use" path, as in real traffic.
             b.iter_batched_ref(

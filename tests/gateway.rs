@@ -32,6 +32,11 @@ async fn world_on(listen: &str) -> World {
     }
 }
 
+/// One signed, bodiless call from 127.0.0.1.
+async fn call(w: &World, host: &str, action: &str, query: &str, key: (&str, &str)) -> Resp {
+    send(w.gw.proxy, &signed(host, action, query, key, b"", 0)).await
+}
+
 fn ip(s: &str) -> Option<IpAddr> {
     Some(s.parse().unwrap())
 }
@@ -392,60 +397,30 @@ async fn allowlists_over_ipv6() {
 async fn leaked_key_loses_high_risk_actions_only() {
     let w = world().await;
     let h = w.host.as_str();
-    let r = send(
-        w.gw.proxy,
-        &signed(
-            h,
-            "DeleteInstance",
-            "InstanceId=i-1&Force=True",
-            LEAKED,
-            b"",
-            0,
-        ),
-    )
-    .await;
+    let r = call(&w, h, "DeleteInstance", "InstanceId=i-1&Force=True", LEAKED).await;
     r.assert_error(403, "Forbidden");
     assert_eq!(r.message(), "There is a risk of leakage of this AccessKey.");
     // Action names are compared without regard to case.
-    send(w.gw.proxy, &signed(h, "runinstances", "", LEAKED, b"", 0))
+    call(&w, h, "runinstances", "", LEAKED)
         .await
         .assert_error(403, "Forbidden");
     // Read calls still pass.
     assert_eq!(
-        send(
-            w.gw.proxy,
-            &signed(h, "DescribeInstances", "", LEAKED, b"", 0)
-        )
-        .await
-        .status,
+        call(&w, h, "DescribeInstances", "", LEAKED).await.status,
         200
     );
     // RAM is "*": every action is high-risk.
-    send(
-        w.gw.proxy,
-        &signed("ram.test", "GetUser", "UserName=a", LEAKED, b"", 0),
-    )
-    .await
-    .assert_error(403, "Forbidden");
+    call(&w, "ram.test", "GetUser", "UserName=a", LEAKED)
+        .await
+        .assert_error(403, "Forbidden");
     // Unflagged keys may call them.
     assert_eq!(
-        send(
-            w.gw.proxy,
-            &signed(h, "DeleteInstance", "InstanceId=i-1", ALICE, b"", 0)
-        )
-        .await
-        .status,
+        call(&w, h, "DeleteInstance", "InstanceId=i-1", ALICE)
+            .await
+            .status,
         200
     );
-    assert_eq!(
-        send(
-            w.gw.proxy,
-            &signed("ram.test", "GetUser", "", ALICE, b"", 0)
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(call(&w, "ram.test", "GetUser", "", ALICE).await.status, 200);
     assert_eq!(w.up.count(), 3);
 }
 
