@@ -4,14 +4,16 @@
 //! state it touches is the nonce cache, and only once the signature has been proved, so a forged
 //! request can never burn a legitimate client's nonce.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use subtle::ConstantTimeEq;
 
-use crate::auth::{self, ParsedAuth, RequestView, Scheme};
+use crate::auth::{self, ParsedAuth, RequestView, Scheme, Window};
 use crate::error::{AllowlistLevel, Rejection};
 use crate::policy::NonceCache;
 use crate::policy::replay::NonceOutcome;
 use crate::policy::source_ip::{self, SourceIp};
-use crate::rules::{AccessKey, KeyStatus, Route, Snapshot};
+use crate::rules::{AccessKey, KeyStatus, Route, Snapshot, UnsignedBodyPolicy};
 use crate::time::UnixSeconds;
 
 /// What was decided and what was learned on the way (for forwarding, metrics and audit).
@@ -21,7 +23,7 @@ pub struct Decision<'s, 'r> {
     pub key: Option<&'s AccessKey>,
     pub source: SourceIp,
     pub scheme: Option<Scheme>,
-    pub action: Option<&'r str>,
+    pub action: Option<Cow<'r, str>>,
     pub result: Result<(), Rejection>,
 }
 
@@ -61,34 +63,56 @@ fn run<'s, 'r>(
     // 2. Signature scheme and credential.
     let auth: ParsedAuth<'r> = auth::parse(req)?;
     d.scheme = Some(auth.scheme);
-    d.action = Some(auth.action);
+    d.action = Some(auth.action.clone());
 
-    // 3. Key.
-    let key = snap.key(auth.key_id).ok_or(Rejection::KeyNotFound)?;
+    // 3. Key: known, enabled, and for temporary credentials the right, unexpired token.
+    let key = snap.key(&auth.key_id).ok_or(Rejection::KeyNotFound)?;
     d.key = Some(key);
     if key.status == KeyStatus::Disabled {
         return Err(Rejection::KeyDisabled);
     }
+    check_security_token(key, auth.security_token.as_deref(), now)?;
 
     // 4. Source IP against every allowlist that is set.
     check_allowlists(key, d.source)?;
 
-    // 5. Time window, both directions.
-    let ts = auth.timestamp_secs()?;
+    // 5. Time window.
     let skew = snap.settings.clock_skew.as_secs() as i64;
-    if (now - ts).abs() > skew {
-        return Err(Rejection::TimestampExpired);
-    }
+    let signed_at = match auth.window {
+        Window::SignedAt(ts) if (now - ts).abs() <= skew => ts,
+        Window::Presigned { signed_at, expires }
+            if now >= signed_at - skew && now <= signed_at + expires =>
+        {
+            signed_at
+        }
+        Window::SignedAt(_) | Window::Presigned { .. } => return Err(Rejection::TimestampExpired),
+        Window::Malformed => return Err(Rejection::TimestampMalformed),
+    };
 
-    // 6. Body hash, then signature.
-    auth.verify(req, &key.secret, None)?;
+    // 6. Body hash, then signature. A body the scheme leaves unsigned could be swapped in
+    //    transit, so the settings decide whether such a request may do anything risky.
+    auth.verify(req, &key.material, None)?;
+    if !auth.body_signed && !req.body.is_empty() {
+        let high_risk = || {
+            snap.service(&route.service)
+                .is_some_and(|risk| risk.is_high_risk(&auth.action))
+        };
+        match snap.settings.unsigned_body {
+            UnsignedBodyPolicy::Allow => {}
+            UnsignedBodyPolicy::Refuse => return Err(Rejection::UnsignedBody),
+            UnsignedBodyPolicy::RefuseHighRisk if high_risk() => {
+                return Err(Rejection::UnsignedBody);
+            }
+            UnsignedBodyPolicy::RefuseHighRisk => {}
+        }
+    }
 
     // 7. Nonce, only now that the request is proved to come from the key's holder. It must be
     //    remembered for as long as the request's timestamp stays acceptable, whatever nonce_ttl
     //    says, or a replay could slip in after the entry expired.
-    if let Some(nonce) = auth.nonce {
+    if let Some(nonce) = &auth.nonce {
         let ttl = snap.settings.nonce_ttl.as_secs() as i64;
-        let expires = (now + ttl).max(ts + skew) + 1;
+        let expires = (now + ttl).max(signed_at + skew) + 1;
         if nonces.check_and_record(key.id.as_str(), nonce, now, expires) == NonceOutcome::Replayed {
             return Err(Rejection::NonceUsed);
         }
@@ -98,11 +122,36 @@ fn run<'s, 'r>(
     if key.leaked.is_some()
         && snap
             .service(&route.service)
-            .is_some_and(|risk| risk.is_high_risk(auth.action))
+            .is_some_and(|risk| risk.is_high_risk(&auth.action))
     {
         return Err(Rejection::LeakedKeyHighRisk);
     }
     Ok(())
+}
+
+/// Temporary keys need their own token, unexpired; permanent keys carry none.
+fn check_security_token(
+    key: &AccessKey,
+    token: Option<&str>,
+    now: UnixSeconds,
+) -> Result<(), Rejection> {
+    match (&key.temporary, token) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(Rejection::SecurityTokenMismatch),
+        (Some(_), None) => Err(Rejection::SecurityTokenMissing),
+        (Some(t), Some(token)) => {
+            let digest: [u8; 32] =
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(token))
+                    .into();
+            if !bool::from(digest.ct_eq(&t.token_sha256)) {
+                return Err(Rejection::SecurityTokenMismatch);
+            }
+            if now > t.expires {
+                return Err(Rejection::SecurityTokenExpired);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn check_allowlists(key: &AccessKey, source: SourceIp) -> Result<(), Rejection> {

@@ -44,6 +44,16 @@ pub enum Rejection {
     TimestampExpired,
     #[error("body does not match x-acs-content-sha256")]
     ContentHashMismatch,
+    #[error("body does not match Content-MD5")]
+    ContentMd5Mismatch,
+    #[error("the body is not covered by the signature")]
+    UnsignedBody,
+    #[error("a temporary AccessKey was used without its security token")]
+    SecurityTokenMissing,
+    #[error("the security token does not belong to this AccessKey")]
+    SecurityTokenMismatch,
+    #[error("the security token has expired")]
+    SecurityTokenExpired,
     #[error("signature does not match")]
     SignatureDoesNotMatch { string_to_sign: String },
     #[error("signature nonce already used")]
@@ -72,6 +82,11 @@ impl Rejection {
             Rejection::TimestampMalformed => "InvalidTimeStamp.Format",
             Rejection::TimestampExpired => "InvalidTimeStamp.Expired",
             Rejection::ContentHashMismatch => "InvalidContentSha256",
+            Rejection::ContentMd5Mismatch => "InvalidContentMD5",
+            Rejection::UnsignedBody => "Forbidden.UnsignedBody",
+            Rejection::SecurityTokenMissing => "MissingSecurityToken",
+            Rejection::SecurityTokenMismatch => "InvalidSecurityToken.MismatchWithAccessKey",
+            Rejection::SecurityTokenExpired => "InvalidSecurityToken.Expired",
             Rejection::SignatureDoesNotMatch { .. } => "SignatureDoesNotMatch",
             Rejection::NonceUsed => "SignatureNonceUsed",
             Rejection::LeakedKeyHighRisk => "Forbidden",
@@ -85,9 +100,9 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::InvalidRoute | Rejection::KeyNotFound => StatusCode::NOT_FOUND,
-            Rejection::SourceIpNotAllowed(_) | Rejection::LeakedKeyHighRisk => {
-                StatusCode::FORBIDDEN
-            }
+            Rejection::SourceIpNotAllowed(_)
+            | Rejection::LeakedKeyHighRisk
+            | Rejection::UnsignedBody => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -125,6 +140,19 @@ impl Rejection {
                 "Specified signature does not match our calculation. server string to sign is:{string_to_sign}"
             )
             .into(),
+            Rejection::ContentMd5Mismatch => {
+                "The Content-MD5 header does not match the request body: hash the exact body sent.".into()
+            }
+            Rejection::UnsignedBody => {
+                "Forbidden: this operation needs a signed body (send Content-MD5 or use a V3 signature).".into()
+            }
+            Rejection::SecurityTokenMissing => {
+                "The security token is missing: this AccessKey is temporary and needs its SecurityToken.".into()
+            }
+            Rejection::SecurityTokenMismatch => {
+                "Specified SecurityToken does not match the AccessKey: use the token issued with it.".into()
+            }
+            Rejection::SecurityTokenExpired => "Specified SecurityToken is expired: request new credentials.".into(),
             Rejection::NonceUsed => "Specified signature nonce was used already: send a fresh nonce.".into(),
             Rejection::LeakedKeyHighRisk => "There is a risk of leakage of this AccessKey.".into(),
             Rejection::BodyTooLarge => "Request body is too large: see max_body_bytes.".into(),

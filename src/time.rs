@@ -126,6 +126,61 @@ pub fn format_iso8601_utc(t: UnixSeconds) -> String {
     )
 }
 
+/// Parses AWS's `X-Amz-Date` form, exactly `yyyyMMddTHHmmssZ`.
+pub fn parse_amz_date(s: &str) -> Option<UnixSeconds> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    );
+    parse_iso8601_utc(&iso)
+}
+
+/// Parses an RFC 1123 HTTP date, exactly `Sun, 22 Nov 2026 14:48:00 GMT` (what the ROA v1 SDKs
+/// send in `Date`).
+pub fn parse_http_date(s: &str) -> Option<UnixSeconds> {
+    let b = s.as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" || b[7] != b' ' || b[11] != b' ' {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let month = MONTHS.iter().position(|m| *m == &s[8..11])? + 1;
+    let iso = format!("{}-{month:02}-{}T{}Z", &s[12..16], &s[5..7], &s[17..25]);
+    let t = parse_iso8601_utc(&iso)?;
+    // The weekday must agree with the date: 1970-01-01 was a Thursday (index 3).
+    let weekday = (t.div_euclid(86400) + 3).rem_euclid(7) as usize;
+    (DAYS[weekday] == &s[0..3]).then_some(t)
+}
+
+/// Formats as an RFC 1123 HTTP date.
+pub fn format_http_date(t: UnixSeconds) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let (y, m, d) = civil_from_days(t.div_euclid(86400));
+    let s = t.rem_euclid(86400);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[(t.div_euclid(86400) + 3).rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
 /// Parses the durations used in `settings.toml`: an integer followed by `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
@@ -174,6 +229,21 @@ mod tests {
         ] {
             assert_eq!(parse_iso8601_utc(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn amz_and_http_dates() {
+        let t = parse_iso8601_utc("2026-11-22T14:48:00Z").unwrap();
+        assert_eq!(parse_amz_date("20261122T144800Z"), Some(t));
+        assert_eq!(parse_amz_date("2026-11-22T14:48:00Z"), None);
+        assert_eq!(parse_http_date("Sun, 22 Nov 2026 14:48:00 GMT"), Some(t));
+        assert_eq!(format_http_date(t), "Sun, 22 Nov 2026 14:48:00 GMT");
+        assert_eq!(
+            parse_http_date("Mon, 22 Nov 2026 14:48:00 GMT"),
+            None,
+            "wrong weekday"
+        );
+        assert_eq!(parse_http_date("Sun, 22 Nov 2026 14:48:00 UTC"), None);
     }
 
     #[test]

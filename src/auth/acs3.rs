@@ -1,6 +1,7 @@
-//! Alibaba Cloud V3 signatures, `ACS3-HMAC-SHA256` (SIGNATURES.md §1).
+//! Alibaba Cloud V3 signatures (SIGNATURES.md §1): `ACS3-HMAC-SHA256`, `ACS3-HMAC-SM3` (SM3 in all
+//! three places, including `x-acs-content-sha256` despite its name) and `ACS3-RSA-SHA256`.
 //!
-//! The canonical request is streamed into SHA-256 rather than assembled: the verifier's cost is
+//! The canonical request is streamed into the hash rather than assembled: the verifier's cost is
 //! the hashing itself. `SignedHeaders` is taken from the request because the SDKs disagree on what
 //! they sign (Python signs every header it sends), but the headers that carry identity, time,
 //! replay protection and the body hash must always be among them.
@@ -8,14 +9,16 @@
 use hmac::Mac;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
+use sm3::Sm3;
 use std::borrow::Cow;
 
 use super::encoding::{
     Sink, Tee, canonical, canonicalize_into, hex_decode_into, hex_lower_into, raw_pairs,
 };
-use super::{Credential, ParsedAuth, RequestView, Scheme, incomplete, single_header};
+use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete, single_header};
 use crate::error::Rejection;
-use crate::rules::Secret;
+use crate::rules::{KeyMaterial, Secret};
+use crate::time::parse_iso8601_utc;
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
@@ -35,10 +38,17 @@ pub struct Acs3Credential<'a> {
     pub key_id: &'a str,
     /// `;`-separated, lower-case, ascending — validated by [`parse`].
     pub signed_headers: &'a str,
-    pub signature: [u8; 32],
+    /// Hex as sent; its length is checked against the algorithm by [`parse`].
+    pub signature_hex: &'a str,
 }
 
 impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Sink for Sm3 {
     fn put(&mut self, bytes: &[u8]) {
         self.update(bytes);
     }
@@ -51,17 +61,18 @@ fn is_token_lower(name: &str) -> bool {
         })
 }
 
-/// Parses `ACS3-HMAC-SHA256 Credential=<id>,SignedHeaders=<h;h>,Signature=<hex>` and checks that
-/// the request carries and signs everything it must.
+/// Parses `<ALG> Credential=<id>,SignedHeaders=<h;h>,Signature=<hex>` and checks that the request
+/// carries and signs everything it must.
 pub fn parse<'a>(
     authorization: &'a str,
     req: &RequestView<'a>,
 ) -> Result<ParsedAuth<'a>, Rejection> {
-    let Some(rest) = authorization
-        .strip_prefix(ALGORITHM)
-        .and_then(|r| r.strip_prefix(' '))
-    else {
-        return Err(incomplete("unsupported ACS3 algorithm"));
+    let (alg, rest) = authorization.split_once(' ').unwrap_or((authorization, ""));
+    let scheme = match alg {
+        "ACS3-HMAC-SHA256" => Scheme::Acs3HmacSha256,
+        "ACS3-HMAC-SM3" => Scheme::Acs3HmacSm3,
+        "ACS3-RSA-SHA256" => Scheme::Acs3RsaSha256,
+        _ => return Err(incomplete("unsupported ACS3 algorithm")),
     };
     let mut parts = rest.split(',');
     let mut field = |name: &str| -> Result<&'a str, Rejection> {
@@ -76,16 +87,24 @@ pub fn parse<'a>(
     };
     let key_id = field("Credential")?;
     let signed_headers = field("SignedHeaders")?;
-    let signature_hex = field("Signature")?;
+    let signature_hex = field("Signature")?.trim_end();
     if parts.next().is_some() {
         return Err(incomplete("unexpected field after Signature"));
     }
     if key_id.is_empty() {
         return Err(Rejection::MissingAccessKeyId);
     }
-    let mut signature = [0u8; 32];
-    if !hex_decode_into(signature_hex.trim_end().as_bytes(), &mut signature) {
-        return Err(incomplete("Signature must be 64 hex digits"));
+    let hex_ok = signature_hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let len_ok = match scheme {
+        Scheme::Acs3RsaSha256 => {
+            signature_hex.len() % 2 == 0 && (128..=1024).contains(&signature_hex.len())
+        }
+        _ => signature_hex.len() == 64,
+    };
+    if !hex_ok || !len_ok {
+        return Err(incomplete(
+            "Signature is not a hex digest of the algorithm's length",
+        ));
     }
 
     let mut previous = "";
@@ -139,16 +158,17 @@ pub fn parse<'a>(
     let security_token = single_header(req.headers, "x-acs-security-token")?;
 
     Ok(ParsedAuth {
-        scheme: Scheme::Acs3HmacSha256,
-        key_id,
-        action,
-        timestamp,
-        nonce: Some(nonce),
-        security_token,
+        scheme,
+        key_id: Cow::Borrowed(key_id),
+        action: Cow::Borrowed(action),
+        window: parse_iso8601_utc(timestamp).map_or(Window::Malformed, Window::SignedAt),
+        nonce: Some(Cow::Borrowed(nonce)),
+        security_token: security_token.map(Cow::Borrowed),
+        body_signed: true,
         credential: Credential::Acs3(Acs3Credential {
             key_id,
             signed_headers,
-            signature,
+            signature_hex,
         }),
     })
 }
@@ -249,14 +269,29 @@ fn write_canonical_headers(req: &RequestView<'_>, signed_headers: &str, out: &mu
     }
 }
 
-/// `ACS3-HMAC-SHA256\n` + hex(SHA-256(canonical request)).
-fn string_to_sign(
+/// A string to sign: the algorithm name, a newline and a 64-hex-digit digest, on the stack.
+pub struct StringToSign {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl StringToSign {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+fn string_to_sign<D: Digest + Sink + Default>(
+    alg: &str,
     req: &RequestView<'_>,
     signed_headers: &str,
     hashed_payload: &[u8],
     transcript: Option<&mut Vec<u8>>,
-) -> [u8; 81] {
-    let mut hasher = Sha256::new();
+) -> StringToSign {
+    let mut hasher = D::default();
     match transcript {
         Some(t) => write_canonical_request(
             req,
@@ -266,38 +301,90 @@ fn string_to_sign(
         ),
         None => write_canonical_request(req, signed_headers, hashed_payload, &mut hasher),
     }
-    let mut sts = [0u8; 81];
-    sts[..16].copy_from_slice(ALGORITHM.as_bytes());
-    sts[16] = b'\n';
-    hex_lower_into(&hasher.finalize(), &mut sts[17..]);
+    let digest = hasher.finalize();
+    let mut sts = StringToSign {
+        buf: [0u8; 96],
+        len: alg.len() + 1 + 2 * digest.len(),
+    };
+    sts.buf[..alg.len()].copy_from_slice(alg.as_bytes());
+    sts.buf[alg.len()] = b'\n';
+    hex_lower_into(&digest, &mut sts.buf[alg.len() + 1..sts.len]);
     sts
 }
 
-/// Verifies the body hash, then the signature, in constant time.
+/// Lower-hex digest of the body with the algorithm's hash.
+fn payload_hash(scheme: Scheme, body: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    match scheme {
+        Scheme::Acs3HmacSm3 => hex_lower_into(&Sm3::digest(body), &mut out),
+        _ => hex_lower_into(&Sha256::digest(body), &mut out),
+    }
+    out
+}
+
+fn mismatch(sts: &StringToSign) -> Rejection {
+    Rejection::SignatureDoesNotMatch {
+        string_to_sign: sts.to_string_lossy(),
+    }
+}
+
+/// Verifies the body hash, then the signature. HMAC tags are compared in constant time.
 pub fn verify(
     cred: &Acs3Credential<'_>,
     req: &RequestView<'_>,
-    secret: &Secret,
+    scheme: Scheme,
+    material: &KeyMaterial,
     transcript: Option<&mut Vec<u8>>,
 ) -> Result<(), Rejection> {
-    let mut payload_hash = [0u8; 64];
-    hex_lower_into(&Sha256::digest(req.body), &mut payload_hash);
+    let payload = payload_hash(scheme, req.body);
     let claimed = single_header(req.headers, "x-acs-content-sha256")?.unwrap_or_default();
-    if !claimed
-        .trim()
-        .as_bytes()
-        .eq_ignore_ascii_case(&payload_hash)
-    {
+    if !claimed.trim().as_bytes().eq_ignore_ascii_case(&payload) {
         return Err(Rejection::ContentHashMismatch);
     }
-    let sts = string_to_sign(req, cred.signed_headers, &payload_hash, transcript);
-    let mut mac = secret.hmac_sha256.clone();
-    mac.update(&sts);
-    // verify_slice compares in constant time.
-    mac.verify_slice(&cred.signature)
-        .map_err(|_| Rejection::SignatureDoesNotMatch {
-            string_to_sign: String::from_utf8_lossy(&sts).into_owned(),
-        })
+    let alg = scheme.as_str();
+    let signed = cred.signed_headers;
+    match (scheme, material) {
+        (Scheme::Acs3HmacSha256, KeyMaterial::Secret(secret)) => {
+            let sts = string_to_sign::<Sha256>(alg, req, signed, &payload, transcript);
+            let mut mac = secret.hmac_sha256.clone();
+            mac.update(sts.as_bytes());
+            verify_tag(mac, cred.signature_hex, &sts)
+        }
+        (Scheme::Acs3HmacSm3, KeyMaterial::Secret(secret)) => {
+            let sts = string_to_sign::<Sm3>(alg, req, signed, &payload, transcript);
+            let mut mac = secret.hmac_sm3.clone();
+            mac.update(sts.as_bytes());
+            verify_tag(mac, cred.signature_hex, &sts)
+        }
+        (Scheme::Acs3RsaSha256, KeyMaterial::RsaPublicKey(key)) => {
+            let sts = string_to_sign::<Sha256>(alg, req, signed, &payload, transcript);
+            let mut sig = vec![0u8; cred.signature_hex.len() / 2];
+            if !hex_decode_into(cred.signature_hex.as_bytes(), &mut sig) {
+                return Err(mismatch(&sts));
+            }
+            let public = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                &key.der,
+            );
+            public
+                .verify(sts.as_bytes(), &sig)
+                .map_err(|_| mismatch(&sts))
+        }
+        // A secret key used with RSA, or an RSA key with an HMAC algorithm: the client signed with
+        // something this key does not have.
+        _ => Err(incomplete(
+            "the signature algorithm does not match the AccessKey's kind",
+        )),
+    }
+}
+
+/// Constant-time comparison of an HMAC tag with the hex the client sent.
+fn verify_tag<M: Mac>(mac: M, signature_hex: &str, sts: &StringToSign) -> Result<(), Rejection> {
+    let mut tag = [0u8; 32];
+    if !hex_decode_into(signature_hex.as_bytes(), &mut tag) {
+        return Err(mismatch(sts));
+    }
+    mac.verify_slice(&tag).map_err(|_| mismatch(sts))
 }
 
 /// Signs a request the way the Python SDK does: every header given is signed. Adds
@@ -312,13 +399,14 @@ pub fn sign(
     key_id: &str,
     secret: &[u8],
 ) {
-    let mut payload_hash = [0u8; 64];
-    hex_lower_into(&Sha256::digest(body), &mut payload_hash);
-    let payload_hex = String::from_utf8_lossy(&payload_hash).into_owned();
+    let payload = payload_hash(Scheme::Acs3HmacSha256, body);
     headers.retain(|(n, _)| {
         !n.eq_ignore_ascii_case("x-acs-content-sha256") && !n.eq_ignore_ascii_case("authorization")
     });
-    headers.push(("x-acs-content-sha256".into(), payload_hex));
+    headers.push((
+        "x-acs-content-sha256".into(),
+        String::from_utf8_lossy(&payload).into_owned(),
+    ));
     let mut map = HeaderMap::new();
     let mut host = None;
     let mut names: Vec<String> = Vec::new();
@@ -345,13 +433,11 @@ pub fn sign(
         headers: &map,
         body,
     };
-    let sts = string_to_sign(&view, &signed, &payload_hash, None);
-    let secret_mac = Secret::new(secret);
-    let mut mac = secret_mac.hmac_sha256.clone();
-    mac.update(&sts);
-    let tag = mac.finalize().into_bytes();
+    let sts = string_to_sign::<Sha256>(ALGORITHM, &view, &signed, &payload, None);
+    let mut mac = Secret::new(secret).hmac_sha256;
+    mac.update(sts.as_bytes());
     let mut sig = [0u8; 64];
-    hex_lower_into(&tag, &mut sig);
+    hex_lower_into(&mac.finalize().into_bytes(), &mut sig);
     headers.push((
         "Authorization".into(),
         format!(

@@ -1,17 +1,22 @@
 //! Signature schemes. Each scheme is one module that parses its credential out of a request and
 //! verifies it; [`parse`] picks the scheme and [`ParsedAuth`] is what the decision works with.
 //!
-//! Adding a scheme means adding a [`Scheme`] variant, a [`Credential`] variant and a module.
+//! Adding a scheme means adding a [`Scheme`] variant, a [`Credential`] variant and a module with a
+//! `parse` and a `verify`.
 
 pub mod acs3;
+pub mod der;
 pub mod encoding;
+pub mod roa1;
+pub mod rpc1;
+pub mod sigv4;
 
 use http::HeaderMap;
 use std::borrow::Cow;
 
 use crate::error::Rejection;
-use crate::rules::Secret;
-use crate::time::{UnixSeconds, parse_iso8601_utc};
+use crate::rules::KeyMaterial;
+use crate::time::UnixSeconds;
 
 /// The parts of a request that signatures cover, as received on the wire.
 #[derive(Debug, Clone, Copy)]
@@ -27,53 +32,133 @@ pub struct RequestView<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> RequestView<'a> {
+    /// The `content-type` header, if present and text.
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Acs3HmacSha256,
+    Acs3HmacSm3,
+    Acs3RsaSha256,
+    /// Alibaba RPC v1: `Signature` parameter, HMAC-SHA1.
+    RpcHmacSha1,
+    /// Alibaba ROA v1: `Authorization: acs <id>:<sig>`, HMAC-SHA1.
+    RoaHmacSha1,
+    /// AWS Signature Version 4 in the `Authorization` header.
+    AwsSigV4,
+    /// AWS Signature Version 4 in the query string (presigned URL).
+    AwsSigV4Presigned,
+}
+
+/// Whose conventions a request follows, which decides the shape of its error responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Alibaba,
+    Aws,
 }
 
 impl Scheme {
     pub fn as_str(self) -> &'static str {
         match self {
-            Scheme::Acs3HmacSha256 => acs3::ALGORITHM,
+            Scheme::Acs3HmacSha256 => "ACS3-HMAC-SHA256",
+            Scheme::Acs3HmacSm3 => "ACS3-HMAC-SM3",
+            Scheme::Acs3RsaSha256 => "ACS3-RSA-SHA256",
+            Scheme::RpcHmacSha1 => "ACS-RPC-HMAC-SHA1",
+            Scheme::RoaHmacSha1 => "ACS-ROA-HMAC-SHA1",
+            Scheme::AwsSigV4 => "AWS4-HMAC-SHA256",
+            Scheme::AwsSigV4Presigned => "AWS4-HMAC-SHA256-QUERY",
         }
     }
+
+    pub fn family(self) -> Family {
+        match self {
+            Scheme::Acs3HmacSha256
+            | Scheme::Acs3HmacSm3
+            | Scheme::Acs3RsaSha256
+            | Scheme::RpcHmacSha1
+            | Scheme::RoaHmacSha1 => Family::Alibaba,
+            Scheme::AwsSigV4 | Scheme::AwsSigV4Presigned => Family::Aws,
+        }
+    }
+}
+
+/// When a signed request may be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Signed at this time: accepted within `clock_skew` of it, in both directions.
+    SignedAt(UnixSeconds),
+    /// A presigned URL: accepted from `signed_at - clock_skew` until `signed_at + expires`.
+    Presigned {
+        signed_at: UnixSeconds,
+        expires: i64,
+    },
+    /// The request's time could not be read.
+    Malformed,
 }
 
 #[derive(Debug, Clone)]
 pub enum Credential<'a> {
     Acs3(acs3::Acs3Credential<'a>),
+    Rpc(rpc1::RpcCredential<'a>),
+    Roa(roa1::RoaCredential<'a>),
+    SigV4(sigv4::SigV4Credential<'a>),
 }
 
 /// What the decision needs from a request's signature, whatever the scheme.
 #[derive(Debug, Clone)]
 pub struct ParsedAuth<'a> {
     pub scheme: Scheme,
-    pub key_id: &'a str,
-    pub action: &'a str,
-    /// The signed request time, as sent.
-    pub timestamp: &'a str,
-    pub nonce: Option<&'a str>,
-    pub security_token: Option<&'a str>,
+    pub key_id: Cow<'a, str>,
+    pub action: Cow<'a, str>,
+    pub window: Window,
+    /// The replay-protection nonce, for schemes that carry one.
+    pub nonce: Option<Cow<'a, str>>,
+    /// An STS security token, if the request carries one.
+    pub security_token: Option<Cow<'a, str>>,
+    /// False when the scheme lets this request's body go unsigned (ROA v1 without Content-MD5,
+    /// SigV4 `UNSIGNED-PAYLOAD`); `settings.unsigned_body` decides what to do with it.
+    pub body_signed: bool,
     pub credential: Credential<'a>,
 }
 
 impl ParsedAuth<'_> {
-    pub fn timestamp_secs(&self) -> Result<UnixSeconds, Rejection> {
-        parse_iso8601_utc(self.timestamp).ok_or(Rejection::TimestampMalformed)
-    }
-
-    /// Verifies the body hash and the signature. `transcript`, when given, receives the canonical
-    /// request, for explanations.
+    /// Verifies the body hash and the signature against the key's material. `transcript`, when
+    /// given, receives the canonical request (or string to sign), for explanations.
     pub fn verify(
         &self,
         req: &RequestView<'_>,
-        secret: &Secret,
+        material: &KeyMaterial,
         transcript: Option<&mut Vec<u8>>,
     ) -> Result<(), Rejection> {
         match &self.credential {
-            Credential::Acs3(c) => acs3::verify(c, req, secret, transcript),
+            Credential::Acs3(c) => acs3::verify(c, req, self.scheme, material, transcript),
+            Credential::Rpc(c) => rpc1::verify(c, req, material, transcript),
+            Credential::Roa(c) => roa1::verify(c, req, material, transcript),
+            Credential::SigV4(c) => sigv4::verify(c, req, material, transcript),
         }
+    }
+}
+
+/// Which family a request claims to follow, before (and whether or not) it parses: errors found
+/// while parsing must still come back in a shape the client's SDK can read.
+pub fn family_hint(req: &RequestView<'_>) -> Family {
+    let aws_header = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-"));
+    let aws_query =
+        req.query.contains("X-Amz-Algorithm=") || req.query.contains("X-Amz-Signature=");
+    if aws_header || aws_query {
+        Family::Aws
+    } else {
+        Family::Alibaba
     }
 }
 
@@ -81,6 +166,13 @@ impl ParsedAuth<'_> {
 pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     let mut auth = req.headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = auth.next() else {
+        // No Authorization: the signature, if any, is in the parameters.
+        if req.query.contains("X-Amz-Signature=") || req.query.contains("X-Amz-Algorithm=") {
+            return sigv4::parse_presigned(req);
+        }
+        if rpc1::looks_signed(req) {
+            return rpc1::parse(req);
+        }
         return Err(Rejection::MissingAccessKeyId);
     };
     if auth.next().is_some() {
@@ -92,6 +184,12 @@ pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     if value.starts_with("ACS3-") {
         return acs3::parse(value, req);
     }
+    if value.starts_with("acs ") {
+        return roa1::parse(value, req);
+    }
+    if value.starts_with("AWS4-") {
+        return sigv4::parse_header(value, req);
+    }
     Err(incomplete("unsupported signature scheme"))
 }
 
@@ -102,7 +200,7 @@ pub(crate) fn incomplete(why: &'static str) -> Rejection {
 /// The value of a header that must appear at most once, as text.
 pub(crate) fn single_header<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &str,
 ) -> Result<Option<&'a str>, Rejection> {
     let mut values = headers.get_all(name).iter();
     let Some(v) = values.next() else {

@@ -1,5 +1,6 @@
 //! The public listener: read a request, decide, forward or refuse.
 
+pub mod aws;
 pub mod forward;
 pub mod response;
 pub mod server;
@@ -52,6 +53,13 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let host = request_host(&parts);
         let host_str = host.as_ref().ok().copied().flatten();
+        // Decided from the request alone so that even a request refused before its signature is
+        // parsed gets an error its SDK can read.
+        let shape = response::ErrorShape::of(
+            &parts,
+            snap.route(host_str, parts.uri.path())
+                .map(|r| r.service.as_str()),
+        );
 
         let outcome: Result<Response<Body>, (Rejection, &'static str)> = async {
             let host = host.map_err(|r| (r, "denied"))?;
@@ -100,7 +108,7 @@ impl Gateway {
             }
             Err((rejection, decision)) => {
                 crate::metrics::request(decision, rejection.code(), started.elapsed());
-                response::alibaba_error(&rejection, &request_id, host_str)
+                response::error(&rejection, shape, &request_id, host_str)
             }
         }
     }

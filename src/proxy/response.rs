@@ -25,6 +25,60 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// The error format a client expects, from the signature family it uses and, for AWS, the wire
+/// protocol of the service it calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// Alibaba Cloud's JSON error (`RequestId`, `HostId`, `Code`, `Message`, `Recommend`).
+    Alibaba,
+    /// AWS query / EC2 protocols: `<ErrorResponse><Error>…</Error><RequestId/></ErrorResponse>`.
+    AwsQueryXml,
+    /// AWS JSON protocols (`X-Amz-Target`): `{"__type": …, "message": …}`.
+    AwsJson,
+    /// S3 (REST-XML): `<Error><Code/><Message/><RequestId/></Error>`.
+    AwsS3Xml,
+}
+
+impl ErrorShape {
+    pub fn of(parts: &http::request::Parts, service: Option<&str>) -> ErrorShape {
+        let query = parts.uri.query().unwrap_or("");
+        let headers = &parts.headers;
+        let aws = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS4-"))
+            || query.contains("X-Amz-Algorithm=")
+            || query.contains("X-Amz-Signature=");
+        if !aws {
+            return ErrorShape::Alibaba;
+        }
+        let json = headers.contains_key("x-amz-target")
+            || headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/x-amz-json"));
+        if json {
+            ErrorShape::AwsJson
+        } else if service == Some("s3") {
+            ErrorShape::AwsS3Xml
+        } else {
+            ErrorShape::AwsQueryXml
+        }
+    }
+}
+
+pub fn error(
+    rejection: &Rejection,
+    shape: ErrorShape,
+    request_id: &str,
+    host: Option<&str>,
+) -> Response<Body> {
+    match shape {
+        ErrorShape::Alibaba => alibaba_error(rejection, request_id, host),
+        aws => super::aws::error(rejection, aws, request_id),
+    }
+}
+
 pub fn alibaba_error(
     rejection: &Rejection,
     request_id: &str,
@@ -69,6 +123,13 @@ fn recommendation(r: &Rejection) -> &'static str {
         Rejection::SourceIpNotAllowed(_) => "Call from an allowed network; ask your administrator.",
         Rejection::TimestampMalformed | Rejection::TimestampExpired => {
             "Synchronise the client clock (NTP)."
+        }
+        Rejection::ContentMd5Mismatch => "Send the MD5 of the exact body bytes.",
+        Rejection::UnsignedBody => "Sign the body: send Content-MD5 (ROA) or use ACS3-HMAC-SHA256.",
+        Rejection::SecurityTokenMissing
+        | Rejection::SecurityTokenMismatch
+        | Rejection::SecurityTokenExpired => {
+            "Request fresh temporary credentials (STS) and send the token with them."
         }
         Rejection::ContentHashMismatch | Rejection::SignatureDoesNotMatch { .. } => {
             "Check the AccessKey secret and that nothing between the client and the gateway rewrites the request."

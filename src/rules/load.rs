@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
 use super::{
-    AccessKey, Account, HostMatch, LeakInfo, Origin, Route, Secret, ServiceRisk, Settings,
-    Snapshot, User,
+    AccessKey, Account, HostMatch, KeyMaterial, LeakInfo, Origin, Route, RsaPublicKey, Secret,
+    ServiceRisk, Settings, Snapshot, Temporary, User,
 };
 use crate::auth::encoding::hex_lower;
 use crate::policy::IpSet;
@@ -378,7 +378,10 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                     diag.error(*i, k.id.span(), format!("user `{}` has more than two active access keys; disable one before adding another", u.name));
                 }
             }
-            let Some(secret) = read_secret(*i, k, dir, opts, &mut diag, &mut hash) else {
+            let Some(material) = read_material(*i, k, dir, opts, &mut diag, &mut hash) else {
+                continue;
+            };
+            let Ok(temporary) = read_temporary(*i, k, dir, opts, &mut diag) else {
                 continue;
             };
             let allow = compile_cidrs(*i, &k.api_source_cidrs, &mut diag);
@@ -390,7 +393,9 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                 created: k.created.as_ref().map(|d| d.to_string()),
                 allow,
                 leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
-                secret,
+                material,
+                temporary,
+                sigv4_keys: Default::default(),
                 origin: files[*i].origin(span),
             };
             if keys.insert(id.clone(), key).is_some() {
@@ -423,6 +428,19 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                 let action = a.get_ref().trim();
                 if action == "*" {
                     risk.all = true;
+                } else if let Some(prefix) = action.strip_suffix('*')
+                    && !prefix.is_empty()
+                    && !prefix.contains(['*', ' '])
+                {
+                    risk.prefixes.push(prefix.to_ascii_lowercase());
+                } else if action.contains('*') {
+                    diag.error(
+                        *i,
+                        a.span(),
+                        format!(
+                            "`{action}`: `*` may only end an action name (`Create*`) or stand alone"
+                        ),
+                    );
                 } else if action.is_empty() || action.contains(char::is_whitespace) {
                     diag.error(*i, a.span(), format!("`{action}` is not an action name"));
                 } else {
@@ -551,6 +569,9 @@ fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag
     if let Some(d) = raw.max_idle_days {
         s.max_idle_days = d;
     }
+    if let Some(p) = raw.unsigned_body {
+        s.unsigned_body = p;
+    }
     if let Some(b) = raw.max_body_bytes {
         s.max_body_bytes = b;
     }
@@ -588,29 +609,25 @@ fn parse_upstream(s: &str) -> Result<http::uri::Authority, String> {
         .ok_or_else(|| format!("`{s}` has no host"))
 }
 
-fn read_secret(
+/// Where one text value comes from: exactly one of an environment variable, a file (relative to
+/// the rules directory) or an inline string.
+struct TextSource<'a> {
+    what: &'static str,
+    env: Option<&'a Spanned<String>>,
+    file: Option<&'a Spanned<String>>,
+    inline: Option<&'a Spanned<String>>,
+}
+
+/// Reads a [`TextSource`]; `None` after recording a problem.
+fn read_text(
     file: usize,
-    k: &RawAccessKey,
+    src: TextSource<'_>,
     dir: &Path,
     opts: &LoadOptions,
     diag: &mut Diag<'_>,
     hash: &mut Sha256,
-) -> Option<Secret> {
-    let id = k.id.get_ref();
-    let sources = [
-        k.secret_env.is_some(),
-        k.secret_file.is_some(),
-        k.secret.is_some(),
-    ];
-    if sources.iter().filter(|&&s| s).count() != 1 {
-        diag.error(
-            file,
-            k.id.span(),
-            format!("access key `{id}` needs exactly one of secret_env, secret_file, secret"),
-        );
-        return None;
-    }
-    let value = if let Some(var) = &k.secret_env {
+) -> Option<String> {
+    let value = if let Some(var) = src.env {
         match (opts.env)(var.get_ref()) {
             Some(v) => v,
             None => {
@@ -622,34 +639,91 @@ fn read_secret(
                 return None;
             }
         }
-    } else if let Some(path) = &k.secret_file {
-        let p = dir.join(path.get_ref());
-        match std::fs::read_to_string(&p) {
-            Ok(v) => {
-                // A secret file's bytes change the rule set as much as the rule files do; hash
-                // them (the digest reveals nothing) so a rotated secret counts as a change.
-                hash.update(v.as_bytes());
-                v.trim_end_matches(['\n', '\r']).to_string()
-            }
+    } else if let Some(path) = src.file {
+        match std::fs::read_to_string(dir.join(path.get_ref())) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
             Err(e) => {
                 diag.error(
                     file,
                     path.span(),
-                    format!("cannot read secret file `{}`: {e}", path.get_ref()),
+                    format!("cannot read {} file `{}`: {e}", src.what, path.get_ref()),
                 );
                 return None;
             }
         }
-    } else if let Some(inline) = &k.secret {
+    } else {
+        src.inline?.get_ref().clone()
+    };
+    // Values from outside the rule files change the rule set as much as the files do; hash them
+    // (the digest reveals nothing) so that a rotated secret counts as a change.
+    if src.inline.is_none() {
+        hash.update(Sha256::digest(value.as_bytes()));
+    }
+    Some(value)
+}
+
+fn read_material(
+    file: usize,
+    k: &RawAccessKey,
+    dir: &Path,
+    opts: &LoadOptions,
+    diag: &mut Diag<'_>,
+    hash: &mut Sha256,
+) -> Option<KeyMaterial> {
+    let id = k.id.get_ref();
+    let secret_sources = [&k.secret_env, &k.secret_file, &k.secret]
+        .iter()
+        .filter(|s| s.is_some())
+        .count();
+    let key_sources = [&k.public_key, &k.public_key_file]
+        .iter()
+        .filter(|s| s.is_some())
+        .count();
+    if secret_sources + key_sources != 1 {
+        diag.error(
+            file,
+            k.id.span(),
+            format!(
+                "access key `{id}` needs exactly one of secret_env, secret_file, secret (or public_key, public_key_file for RSA keys)"
+            ),
+        );
+        return None;
+    }
+    if let Some(inline) = &k.secret {
         diag.warn(
             file,
             inline.span(),
             format!("access key `{id}` has an inline secret; prefer secret_env or secret_file"),
         );
-        inline.get_ref().clone()
-    } else {
-        return None;
+    }
+    if key_sources == 1 {
+        let span = k
+            .public_key
+            .as_ref()
+            .or(k.public_key_file.as_ref())
+            .map_or(k.id.span(), |s| s.span());
+        let src = TextSource {
+            what: "public key",
+            env: None,
+            file: k.public_key_file.as_ref(),
+            inline: k.public_key.as_ref(),
+        };
+        let pem = read_text(file, src, dir, opts, diag, hash)?;
+        return match rsa_public_key_from_pem(&pem) {
+            Ok(der) => Some(KeyMaterial::RsaPublicKey(RsaPublicKey { der })),
+            Err(m) => {
+                diag.error(file, span, format!("access key `{id}`: {m}"));
+                None
+            }
+        };
+    }
+    let src = TextSource {
+        what: "secret",
+        env: k.secret_env.as_ref(),
+        file: k.secret_file.as_ref(),
+        inline: k.secret.as_ref(),
     };
+    let value = read_text(file, src, dir, opts, diag, hash)?;
     if value.is_empty() {
         diag.error(
             file,
@@ -658,10 +732,103 @@ fn read_secret(
         );
         return None;
     }
-    if k.secret_env.is_some() {
-        hash.update(Sha256::digest(value.as_bytes()));
+    Some(KeyMaterial::Secret(Secret::new(value.as_bytes())))
+}
+
+/// The temporary-credential part of a key; `Err(())` after recording a problem.
+fn read_temporary(
+    file: usize,
+    k: &RawAccessKey,
+    dir: &Path,
+    opts: &LoadOptions,
+    diag: &mut Diag<'_>,
+) -> Result<Option<Temporary>, ()> {
+    let id = k.id.get_ref();
+    let token_sources = [
+        &k.security_token_env,
+        &k.security_token_file,
+        &k.security_token,
+    ]
+    .iter()
+    .filter(|s| s.is_some())
+    .count();
+    if !k.temporary {
+        if token_sources > 0 || k.expires.is_some() {
+            diag.error(
+                file,
+                k.id.span(),
+                format!(
+                    "access key `{id}` has a security token or expiry but not `temporary = true`"
+                ),
+            );
+            return Err(());
+        }
+        return Ok(None);
     }
-    Some(Secret::new(value.as_bytes()))
+    let Some(expires) = &k.expires else {
+        diag.error(
+            file,
+            k.id.span(),
+            format!("temporary access key `{id}` needs `expires` (e.g. 2026-12-01T00:00:00Z)"),
+        );
+        return Err(());
+    };
+    let Some(expires_at) = datetime_secs(expires.get_ref()) else {
+        diag.error(
+            file,
+            expires.span(),
+            "`expires` must be a date-time with an offset, e.g. 2026-12-01T00:00:00Z",
+        );
+        return Err(());
+    };
+    if token_sources != 1 {
+        diag.error(
+            file,
+            k.id.span(),
+            format!("temporary access key `{id}` needs exactly one of security_token_env, security_token_file, security_token"),
+        );
+        return Err(());
+    }
+    let src = TextSource {
+        what: "security token",
+        env: k.security_token_env.as_ref(),
+        file: k.security_token_file.as_ref(),
+        inline: k.security_token.as_ref(),
+    };
+    // Only the token's digest is kept; it never needs to be shown or forwarded by the gateway.
+    let token = read_text(file, src, dir, opts, diag, &mut Sha256::new()).ok_or(())?;
+    Ok(Some(Temporary {
+        expires: expires_at,
+        token_sha256: Sha256::digest(token.as_bytes()).into(),
+    }))
+}
+
+/// A TOML offset date-time as Unix seconds; `None` for local (offset-less) values.
+pub fn datetime_secs(d: &toml::value::Datetime) -> Option<i64> {
+    let (date, time, offset) = (d.date?, d.time?, d.offset?);
+    let minutes = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => i64::from(minutes),
+    };
+    let days = crate::time::days_from_civil(
+        i64::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    );
+    let secs = i64::from(time.hour) * 3600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second.unwrap_or(0));
+    Some(days * 86400 + secs - minutes * 60)
+}
+
+/// Extracts the PKCS#1 `RSAPublicKey` from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+fn rsa_public_key_from_pem(pem: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::SubjectPublicKeyInfoDer;
+    use rustls::pki_types::pem::PemObject;
+    let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| format!("public key is not a PEM `PUBLIC KEY`: {e}"))?;
+    crate::auth::der::rsa_public_key_from_spki(spki.as_ref())
+        .ok_or_else(|| "public key is not an RSA key".to_string())
 }
 
 #[cfg(test)]

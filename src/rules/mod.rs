@@ -10,7 +10,10 @@ pub mod raw;
 pub mod store;
 
 use hmac::{Hmac, KeyInit};
+use sha1::Sha1;
 use sha2::Sha256;
+use sm3::Sm3;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use std::time::Duration;
 use crate::policy::IpSet;
 use crate::time::UnixSeconds;
 pub use load::{LoadError, LoadOptions, Problem, load_dir};
-pub use raw::KeyStatus;
+pub use raw::{KeyStatus, UnsignedBodyPolicy};
 pub use store::RulesStore;
 
 /// Where a rule was written, for explanations and audit lines.
@@ -51,19 +54,36 @@ pub struct User {
     pub origin: Origin,
 }
 
-/// An AccessKey secret, kept only as ready-to-clone MAC states so that the raw bytes are not held
-/// and each request skips the key schedule.
+/// An AccessKey secret, kept only as ready-to-clone MAC states, one per way the schemes key their
+/// MAC, so that the raw bytes are not held and each request skips the key schedule.
 #[derive(Clone)]
 pub struct Secret {
+    /// ACS3-HMAC-SHA256: the secret itself.
     pub(crate) hmac_sha256: Hmac<Sha256>,
+    /// ACS3-HMAC-SM3: the secret itself.
+    pub(crate) hmac_sm3: Hmac<Sm3>,
+    /// ROA v1: the secret itself.
+    pub(crate) hmac_sha1: Hmac<Sha1>,
+    /// RPC v1: the secret followed by `&`.
+    pub(crate) hmac_sha1_amp: Hmac<Sha1>,
+    /// AWS SigV4: `"AWS4" + secret`, the first step of the signing-key derivation.
+    pub(crate) aws4: Hmac<Sha256>,
+}
+
+fn mac<M: KeyInit>(key: &[u8]) -> M {
+    // HMAC accepts keys of any length, so this cannot fail.
+    M::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
 impl Secret {
     pub fn new(secret: &[u8]) -> Self {
+        let with = |prefix: &[u8], suffix: &[u8]| [prefix, secret, suffix].concat();
         Secret {
-            // HMAC accepts keys of any length, so this cannot fail.
-            hmac_sha256: Hmac::<Sha256>::new_from_slice(secret)
-                .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
+            hmac_sha256: mac(secret),
+            hmac_sm3: mac(secret),
+            hmac_sha1: mac(secret),
+            hmac_sha1_amp: mac(&with(b"", b"&")),
+            aws4: mac(&with(b"AWS4", b"")),
         }
     }
 }
@@ -71,6 +91,35 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// An RSA public key (PKCS#1 `RSAPublicKey` DER) for `ACS3-RSA-SHA256`.
+#[derive(Clone, Debug)]
+pub struct RsaPublicKey {
+    pub der: Vec<u8>,
+}
+
+/// What a request's signature is checked against.
+#[derive(Clone, Debug)]
+pub enum KeyMaterial {
+    Secret(Secret),
+    RsaPublicKey(RsaPublicKey),
+}
+
+/// STS-style temporary credentials.
+#[derive(Clone)]
+pub struct Temporary {
+    pub expires: UnixSeconds,
+    /// SHA-256 of the security token: compared in constant time, never kept in clear.
+    pub token_sha256: [u8; 32],
+}
+
+impl fmt::Debug for Temporary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Temporary")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +139,10 @@ pub struct AccessKey {
     pub created: Option<String>,
     pub allow: IpSet,
     pub leaked: Option<LeakInfo>,
-    pub secret: Secret,
+    pub material: KeyMaterial,
+    pub temporary: Option<Temporary>,
+    /// SigV4 derived signing keys for this key's secret.
+    pub sigv4_keys: crate::auth::sigv4::SigningKeyCache,
     pub origin: Origin,
 }
 
@@ -171,6 +223,8 @@ impl Route {
 pub struct ServiceRisk {
     pub all: bool,
     pub actions: HashSet<String>,
+    /// `Create*`-style entries: every action starting with the prefix (lower-cased).
+    pub prefixes: Vec<String>,
     pub origin: Option<Origin>,
 }
 
@@ -179,11 +233,13 @@ impl ServiceRisk {
         if self.all {
             return true;
         }
-        if action.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.actions.contains(&action.to_ascii_lowercase())
+        let lower: Cow<'_, str> = if action.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(action.to_ascii_lowercase())
         } else {
-            self.actions.contains(action)
-        }
+            Cow::Borrowed(action)
+        };
+        self.actions.contains(lower.as_ref())
+            || self.prefixes.iter().any(|p| lower.starts_with(p.as_str()))
     }
 }
 
@@ -195,6 +251,7 @@ pub struct Settings {
     pub trusted_proxies: IpSet,
     pub max_body_bytes: u64,
     pub upstream_timeout: Duration,
+    pub unsigned_body: UnsignedBodyPolicy,
 }
 
 impl Default for Settings {
@@ -206,6 +263,7 @@ impl Default for Settings {
             trusted_proxies: IpSet::new(),
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(30),
+            unsigned_body: UnsignedBodyPolicy::default(),
         }
     }
 }
@@ -283,8 +341,11 @@ mod tests {
         let risk = ServiceRisk {
             all: false,
             actions: ["deleteinstance".to_string()].into_iter().collect(),
+            prefixes: vec!["createaccess".to_string()],
             origin: None,
         };
+        assert!(risk.is_high_risk("CreateAccessKey"));
+        assert!(!risk.is_high_risk("CreateBucket"));
         assert!(risk.is_high_risk("DeleteInstance"));
         assert!(risk.is_high_risk("deleteINSTANCE"));
         assert!(!risk.is_high_risk("DescribeInstances"));

@@ -59,8 +59,20 @@ pub struct RawAccessKey {
     pub secret_env: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
     pub secret: Option<Spanned<String>>,
+    /// For `ACS3-RSA-SHA256` keys: the PEM public key (`-----BEGIN PUBLIC KEY-----`), instead of a
+    /// secret.
+    pub public_key: Option<Spanned<String>>,
+    pub public_key_file: Option<Spanned<String>>,
     pub status: Spanned<KeyStatus>,
     pub created: Option<Datetime>,
+    /// STS-style temporary credentials: requests must carry this key's security token, and are
+    /// refused after `expires`.
+    #[serde(default)]
+    pub temporary: bool,
+    pub expires: Option<Spanned<Datetime>>,
+    pub security_token_env: Option<Spanned<String>>,
+    pub security_token_file: Option<Spanned<String>>,
+    pub security_token: Option<Spanned<String>>,
     #[serde(default)]
     pub api_source_cidrs: Vec<Spanned<String>>,
 }
@@ -100,4 +112,17 @@ pub struct RawSettings {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub max_body_bytes: Option<u64>,
     pub upstream_timeout: Option<Spanned<String>>,
+    pub unsigned_body: Option<UnsignedBodyPolicy>,
+}
+
+/// What to do with requests whose scheme leaves the body unsigned (ROA v1 without Content-MD5, as
+/// tea-openapi sends it; SigV4 `UNSIGNED-PAYLOAD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsignedBodyPolicy {
+    /// Refuse them for high-risk actions (of any key), allow them otherwise.
+    #[default]
+    RefuseHighRisk,
+    Refuse,
+    Allow,
 }
