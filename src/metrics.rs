@@ -43,7 +43,7 @@ pub fn install() -> &'static PrometheusHandle {
 fn describe() {
     metrics::describe_counter!(
         REQUESTS,
-        "Requests by decision (allowed, denied, upstream_error) and code"
+        "Requests by decision (allowed, denied, upstream_error), code and signature scheme"
     );
     metrics::describe_histogram!(
         REQUEST_DURATION,
@@ -74,8 +74,8 @@ pub fn spawn_upkeep() {
 }
 
 #[inline]
-pub fn request(decision: &'static str, code: &'static str, elapsed: Duration) {
-    counter!(REQUESTS, "decision" => decision, "code" => code).increment(1);
+pub fn request(decision: &'static str, code: &'static str, scheme: &'static str, elapsed: Duration) {
+    counter!(REQUESTS, "decision" => decision, "code" => code, "scheme" => scheme).increment(1);
     histogram!(REQUEST_DURATION, "decision" => decision).record(elapsed.as_secs_f64());
 }
 

@@ -61,6 +61,7 @@ impl Gateway {
                 .map(|r| r.service.as_str()),
         );
 
+        let mut scheme = "none";
         let outcome: Result<Response<Body>, (Rejection, &'static str)> = async {
             let host = host.map_err(|r| (r, "denied"))?;
             let limit = snap.settings.max_body_bytes;
@@ -87,6 +88,7 @@ impl Gateway {
                 body: &body,
             };
             let decision = decide(&snap, &view, peer.ip(), self.clock.now(), &self.nonces);
+            scheme = decision.scheme.map_or("none", |s| s.as_str());
             if let Err(r) = decision.result {
                 tracing::debug!(request_id = %request_id, code = r.code(), reason = %r, source = ?decision.source, "refused");
                 return Err((r, "denied"));
@@ -103,11 +105,11 @@ impl Gateway {
 
         match outcome {
             Ok(resp) => {
-                crate::metrics::request("allowed", "OK", started.elapsed());
+                crate::metrics::request("allowed", "OK", scheme, started.elapsed());
                 resp
             }
             Err((rejection, decision)) => {
-                crate::metrics::request(decision, rejection.code(), started.elapsed());
+                crate::metrics::request(decision, rejection.code(), scheme, started.elapsed());
                 response::error(&rejection, shape, &request_id, host_str)
             }
         }
