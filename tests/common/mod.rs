@@ -21,6 +21,9 @@ pub const BOB_LIMITED: (&str, &str) = ("AKBOBLIMITED0001", "bob-secret-for-tests
 pub const DISABLED: (&str, &str) = ("AKDISABLED000001", "disabled-secret-for-tests-only");
 pub const LEAKED: (&str, &str) = ("AKLEAKED00000001", "leaked-secret-for-tests-only");
 pub const OTHER_ACCOUNT: (&str, &str) = ("AKOTHERACCT00001", "other-secret-for-tests-only");
+pub const STS_KEY: (&str, &str) = ("STS.AKTEMPORARY01", "sts-secret-for-tests-only");
+pub const STS_EXPIRED: (&str, &str) = ("STS.AKEXPIRED0001", "sts-expired-secret-for-tests-only");
+pub const STS_TOKEN: &str = "CAIS+fake/sts==token-for-tests";
 
 /// What the upstream received.
 #[derive(Debug, Clone)]
@@ -170,6 +173,24 @@ id = "{other}"
 account = "200"
 secret = "{other_secret}"
 status = "active"
+
+[[access_key]]
+id = "{sts}"
+account = "100"
+secret = "{sts_secret}"
+status = "active"
+temporary = true
+expires = 2099-01-01T00:00:00Z
+security_token = "{sts_token}"
+
+[[access_key]]
+id = "{sts_expired}"
+account = "100"
+secret = "{sts_expired_secret}"
+status = "active"
+temporary = true
+expires = 2020-01-01T00:00:00Z
+security_token = "{sts_token}"
 "#,
             alice = ALICE.0,
             bob = BOB_LIMITED.0,
@@ -179,6 +200,11 @@ status = "active"
             leaked_secret = LEAKED.1,
             other = OTHER_ACCOUNT.0,
             other_secret = OTHER_ACCOUNT.1,
+            sts = STS_KEY.0,
+            sts_secret = STS_KEY.1,
+            sts_expired = STS_EXPIRED.0,
+            sts_expired_secret = STS_EXPIRED.1,
+            sts_token = STS_TOKEN,
         ),
     )
     .unwrap();
@@ -347,6 +373,43 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// An RPC v1 call as aliyun-python-sdk-core sends it: every parameter in the query.
+pub fn rpc_signed(
+    host: &str,
+    method: &str,
+    action: &str,
+    extra: &[(&str, &str)],
+    key: (&str, &str),
+    clock_offset: i64,
+) -> Req {
+    let date = akgate::time::format_iso8601_utc(now() + clock_offset);
+    let nonce = nonce();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("Action", action),
+        ("Version", "2014-05-26"),
+        ("Format", "JSON"),
+        ("AccessKeyId", key.0),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", &nonce),
+        ("Timestamp", &date),
+    ];
+    params.extend_from_slice(extra);
+    let signature = akgate::auth::rpc1::sign(method, &params, key.1);
+    let enc = akgate::auth::encoding::percent_encode;
+    let mut query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    query.push(format!("Signature={}", enc(&signature)));
+    Req {
+        method: method.into(),
+        path_and_query: format!("/?{}", query.join("&")),
+        headers: vec![("host".into(), host.into())],
+        body: vec![],
+    }
 }
 
 /// An ACS3-signed ECS-style call. `clock_offset` shifts the signed date (seconds).
