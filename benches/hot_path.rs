@@ -84,12 +84,12 @@ fn snapshot(extra_keys: usize) -> Snapshot {
 fn acs3(c: &mut Criterion) {
     let (headers, query) = sdk_request();
     let snap = snapshot(0);
-    let secret = &snap.key(KEY_ID).unwrap().secret;
+    let key = snap.key(KEY_ID).unwrap();
     let view = view(&headers, query);
     c.bench_function("acs3_parse_and_verify_sdk_request", |b| {
         b.iter(|| {
             let parsed = auth::parse(black_box(&view)).unwrap();
-            parsed.verify(&view, secret, None).unwrap();
+            parsed.verify(&view, key, None).unwrap();
         })
     });
 }

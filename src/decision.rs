@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{self, ParsedAuth, RequestView, Scheme, Window};
+use crate::auth::{self, Credential, Family, ParsedAuth, RequestView, Scheme, Window};
 use crate::error::{AllowlistLevel, Rejection};
 use crate::policy::NonceCache;
 use crate::policy::replay::NonceOutcome;
@@ -60,10 +60,28 @@ fn run<'s, 'r>(
         .ok_or(Rejection::InvalidRoute)?;
     d.route = Some(route);
 
-    // 2. Signature scheme and credential.
+    // 2. Signature scheme and credential. The action the gateway judges must be the one the
+    //    upstream will execute: the route's API speaks one family of signatures, a SigV4 scope
+    //    must name the route's service, and the action may not be named twice differently.
     let auth: ParsedAuth<'r> = auth::parse(req)?;
     d.scheme = Some(auth.scheme);
     d.action = Some(auth.action.clone());
+    if auth.scheme.family() != route.family {
+        return Err(Rejection::IncompleteSignature(Cow::Borrowed(
+            match route.family {
+                Family::Alibaba => "this endpoint accepts Alibaba Cloud signatures only",
+                Family::Aws => "this endpoint accepts AWS Signature Version 4 only",
+            },
+        )));
+    }
+    if let Credential::SigV4(c) = &auth.credential
+        && c.service() != Snapshot::signing_service(route)
+    {
+        return Err(Rejection::IncompleteSignature(Cow::Borrowed(
+            "the credential scope names a different service than this endpoint serves",
+        )));
+    }
+    auth::check_action_consistency(req, &auth)?;
 
     // 3. Key: known, enabled, and for temporary credentials the right, unexpired token.
     let key = snap.key(&auth.key_id).ok_or(Rejection::KeyNotFound)?;
@@ -91,7 +109,7 @@ fn run<'s, 'r>(
 
     // 6. Body hash, then signature. A body the scheme leaves unsigned could be swapped in
     //    transit, so the settings decide whether such a request may do anything risky.
-    auth.verify(req, &key.material, None)?;
+    auth.verify(req, key, None)?;
     if !auth.body_signed && !req.body.is_empty() {
         let high_risk = || {
             snap.service(&route.service)

@@ -25,6 +25,8 @@ pub struct RoaCredential<'a> {
     pub signature: [u8; 20],
 }
 
+type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 /// Headers that appear in the string to sign by position; a repeat would make it ambiguous.
 const POSITIONAL: [&str; 4] = ["accept", "content-md5", "content-type", "date"];
 
@@ -111,12 +113,7 @@ fn write_prefix(req: &RequestView<'_>, out: &mut impl Sink) {
 }
 
 /// The resource: path (as sent, or decoded) and the decoded query, sorted, unencoded.
-fn write_resource(
-    path: &[u8],
-    query: &[(Cow<'_, [u8]>, Cow<'_, [u8]>)],
-    empty_as_bare_key: bool,
-    out: &mut impl Sink,
-) {
+fn write_resource(path: &[u8], query: &[Pair<'_>], empty_as_bare_key: bool, out: &mut impl Sink) {
     out.put(path);
     if query.is_empty() {
         return;
@@ -159,7 +156,7 @@ pub fn verify(
             return Err(Rejection::ContentMd5Mismatch);
         }
     }
-    let mut query: Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> = raw_pairs(req.query)
+    let mut query: Vec<Pair<'_>> = raw_pairs(req.query)
         .map(|(k, v)| (percent_decode(k, true), percent_decode(v, true)))
         .collect();
     query.sort_unstable();

@@ -507,6 +507,10 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                     host,
                     path_prefix,
                     service,
+                    family: match r.signatures.unwrap_or_default() {
+                        super::raw::SignatureFamily::Alibaba => crate::auth::Family::Alibaba,
+                        super::raw::SignatureFamily::Aws => crate::auth::Family::Aws,
+                    },
                     upstream,
                     origin: files[*i].origin(span),
                 });
@@ -732,7 +736,7 @@ fn read_material(
         );
         return None;
     }
-    Some(KeyMaterial::Secret(Secret::new(value.as_bytes())))
+    Some(KeyMaterial::Secret(Box::new(Secret::new(value.as_bytes()))))
 }
 
 /// The temporary-credential part of a key; `Err(())` after recording a problem.

@@ -103,7 +103,8 @@ pub struct RsaPublicKey {
 /// What a request's signature is checked against.
 #[derive(Clone, Debug)]
 pub enum KeyMaterial {
-    Secret(Secret),
+    /// Boxed: the prepared MAC states are large next to an RSA key.
+    Secret(Box<Secret>),
     RsaPublicKey(RsaPublicKey),
 }
 
@@ -192,6 +193,8 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
     pub service: String,
+    /// The signature family this route accepts.
+    pub family: crate::auth::Family,
     /// `scheme://authority` of the upstream; requests keep their path and query.
     pub upstream: http::uri::Authority,
     pub origin: Origin,
@@ -292,6 +295,17 @@ impl Snapshot {
         self.keys.get(id)
     }
 
+    /// The service name as signers use it: AWS routes may carry an `aws-` prefix where the
+    /// signing name clashes with an Alibaba product (`aws-ecs`).
+    pub fn signing_service(route: &Route) -> &str {
+        match route.family {
+            crate::auth::Family::Aws => {
+                route.service.strip_prefix("aws-").unwrap_or(&route.service)
+            }
+            crate::auth::Family::Alibaba => &route.service,
+        }
+    }
+
     pub fn service(&self, name: &str) -> Option<&ServiceRisk> {
         self.services.get(name)
     }
@@ -323,6 +337,7 @@ mod tests {
             host: None,
             path_prefix: Some(p.into()),
             service: "s".into(),
+            family: crate::auth::Family::Alibaba,
             upstream: "127.0.0.1:1".parse().unwrap(),
             origin: Origin {
                 file: "routes.toml".into(),

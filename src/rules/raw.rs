@@ -101,6 +101,20 @@ pub struct RawRoute {
     pub path_prefix: Option<Spanned<String>>,
     pub service: Spanned<String>,
     pub upstream: Spanned<String>,
+    /// Which signatures this API speaks; requests signed the other way are refused, because the
+    /// action the gateway reads would not be the one the upstream executes.
+    pub signatures: Option<SignatureFamily>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureFamily {
+    /// V3, RPC v1, ROA v1.
+    #[default]
+    Alibaba,
+    /// SigV4; the credential scope's service must be the route's service (an `aws-` prefix on
+    /// the route's service name is ignored, for names that clash with Alibaba products).
+    Aws,
 }
 
 #[derive(Debug, Default, Deserialize)]
