@@ -74,7 +74,12 @@ pub fn spawn_upkeep() {
 }
 
 #[inline]
-pub fn request(decision: &'static str, code: &'static str, scheme: &'static str, elapsed: Duration) {
+pub fn request(
+    decision: &'static str,
+    code: &'static str,
+    scheme: &'static str,
+    elapsed: Duration,
+) {
     counter!(REQUESTS, "decision" => decision, "code" => code, "scheme" => scheme).increment(1);
     histogram!(REQUEST_DURATION, "decision" => decision).record(elapsed.as_secs_f64());
 }
