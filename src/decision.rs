@@ -2,7 +2,8 @@
 //!
 //! A pure function of the rule snapshot, the request, the peer address and the clock. The only
 //! state it touches is the nonce cache, and only once the signature has been proved, so a forged
-//! request can never burn a legitimate client's nonce.
+//! request can never burn a legitimate client's nonce. `serve` calls [`decide`]; `explain` calls
+//! [`decide_traced`], which runs the very same steps and also records each one.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -13,8 +14,15 @@ use crate::error::{AllowlistLevel, Rejection};
 use crate::policy::NonceCache;
 use crate::policy::replay::NonceOutcome;
 use crate::policy::source_ip::{self, SourceIp};
-use crate::rules::{AccessKey, KeyStatus, Route, Snapshot, UnsignedBodyPolicy};
+use crate::rules::{AccessKey, KeyStatus, Origin, Route, RuleMode, Snapshot, UnsignedBodyPolicy};
 use crate::time::UnixSeconds;
+
+/// A shadow rule that would have refused the request.
+#[derive(Debug, Clone)]
+pub struct WouldDeny<'s> {
+    pub rejection: Rejection,
+    pub rule: Option<&'s Origin>,
+}
 
 /// What was decided and what was learned on the way (for forwarding, metrics and audit).
 #[derive(Debug)]
@@ -25,6 +33,54 @@ pub struct Decision<'s, 'r> {
     pub scheme: Option<Scheme>,
     pub action: Option<Cow<'r, str>>,
     pub result: Result<(), Rejection>,
+    /// The rule file and line that decided a refusal, when one rule did.
+    pub deciding_rule: Option<&'s Origin>,
+    /// Shadow rules that would have refused this request; empty (and unallocated) normally.
+    pub would_deny: Vec<WouldDeny<'s>>,
+}
+
+/// How one step of the decision went, for `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepVerdict {
+    Pass,
+    Refuse,
+    /// A shadow rule that would refuse; the request continues.
+    WouldRefuse,
+    /// Not applicable to this request.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: &'static str,
+    pub verdict: StepVerdict,
+    pub detail: String,
+    pub rule: Option<Origin>,
+}
+
+/// Records steps when explaining; does nothing (and builds no strings) when serving.
+struct Trace<'t>(Option<&'t mut Vec<Step>>);
+
+impl Trace<'_> {
+    fn note(
+        &mut self,
+        name: &'static str,
+        verdict: StepVerdict,
+        detail: impl FnOnce() -> String,
+        rule: Option<&Origin>,
+    ) {
+        if let Some(steps) = self.0.as_deref_mut() {
+            steps.push(Step {
+                name,
+                verdict,
+                detail: detail(),
+                rule: rule.cloned(),
+            });
+        }
+    }
+    fn on(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 /// Runs the full decision for one request.
@@ -35,6 +91,30 @@ pub fn decide<'s, 'r>(
     now: UnixSeconds,
     nonces: &NonceCache,
 ) -> Decision<'s, 'r> {
+    run_decision(snap, req, peer, now, nonces, Trace(None))
+}
+
+/// [`decide`], recording every step (with the canonical request or string to sign of the
+/// signature step) into `steps`.
+pub fn decide_traced<'s, 'r>(
+    snap: &'s Snapshot,
+    req: &RequestView<'r>,
+    peer: IpAddr,
+    now: UnixSeconds,
+    nonces: &NonceCache,
+    steps: &mut Vec<Step>,
+) -> Decision<'s, 'r> {
+    run_decision(snap, req, peer, now, nonces, Trace(Some(steps)))
+}
+
+fn run_decision<'s, 'r>(
+    snap: &'s Snapshot,
+    req: &RequestView<'r>,
+    peer: IpAddr,
+    now: UnixSeconds,
+    nonces: &NonceCache,
+    mut trace: Trace<'_>,
+) -> Decision<'s, 'r> {
     let mut d = Decision {
         route: None,
         key: None,
@@ -42,8 +122,17 @@ pub fn decide<'s, 'r>(
         scheme: None,
         action: None,
         result: Ok(()),
+        deciding_rule: None,
+        would_deny: Vec::new(),
     };
-    d.result = run(snap, req, now, nonces, &mut d);
+    let source = d.source;
+    trace.note(
+        "source",
+        StepVerdict::Pass,
+        || format!("{source:?} (peer {peer})"),
+        None,
+    );
+    d.result = run(snap, req, now, nonces, &mut d, &mut trace);
     d
 }
 
@@ -53,46 +142,122 @@ fn run<'s, 'r>(
     now: UnixSeconds,
     nonces: &NonceCache,
     d: &mut Decision<'s, 'r>,
+    trace: &mut Trace<'_>,
 ) -> Result<(), Rejection> {
     // 1. Route.
-    let route = snap
-        .route(req.host, req.path)
-        .ok_or(Rejection::InvalidRoute)?;
+    let Some(route) = snap.route(req.host, req.path) else {
+        trace.note(
+            "route",
+            StepVerdict::Refuse,
+            || format!("no route for host {:?} and path {}", req.host, req.path),
+            None,
+        );
+        return Err(Rejection::InvalidRoute);
+    };
     d.route = Some(route);
+    trace.note(
+        "route",
+        StepVerdict::Pass,
+        || format!("service {} → {}", route.service, route.upstream),
+        Some(&route.origin),
+    );
 
     // 2. Signature scheme and credential. The action the gateway judges must be the one the
     //    upstream will execute: the route's API speaks one family of signatures, a SigV4 scope
     //    must name the route's service, and the action may not be named twice differently.
-    let auth: ParsedAuth<'r> = auth::parse(req)?;
+    let auth: ParsedAuth<'r> = match auth::parse(req) {
+        Ok(a) => a,
+        Err(e) => {
+            trace.note("scheme", StepVerdict::Refuse, || e.to_string(), None);
+            return Err(e);
+        }
+    };
     d.scheme = Some(auth.scheme);
     d.action = Some(auth.action.clone());
-    if auth.scheme.family() != route.family {
-        return Err(Rejection::IncompleteSignature(Cow::Borrowed(
+    let parsed = auth.scheme.family() == route.family
+        && match &auth.credential {
+            Credential::SigV4(c) => c.service() == Snapshot::signing_service(route),
+            _ => true,
+        };
+    let consistency = if parsed {
+        auth::check_action_consistency(req, &auth)
+    } else if auth.scheme.family() != route.family {
+        Err(Rejection::IncompleteSignature(Cow::Borrowed(
             match route.family {
                 Family::Alibaba => "this endpoint accepts Alibaba Cloud signatures only",
                 Family::Aws => "this endpoint accepts AWS Signature Version 4 only",
             },
-        )));
-    }
-    if let Credential::SigV4(c) = &auth.credential
-        && c.service() != Snapshot::signing_service(route)
-    {
-        return Err(Rejection::IncompleteSignature(Cow::Borrowed(
+        )))
+    } else {
+        Err(Rejection::IncompleteSignature(Cow::Borrowed(
             "the credential scope names a different service than this endpoint serves",
-        )));
+        )))
+    };
+    if let Err(e) = consistency {
+        trace.note(
+            "scheme",
+            StepVerdict::Refuse,
+            || e.to_string(),
+            Some(&route.origin),
+        );
+        d.deciding_rule = Some(&route.origin);
+        return Err(e);
     }
-    auth::check_action_consistency(req, &auth)?;
+    trace.note(
+        "scheme",
+        StepVerdict::Pass,
+        || {
+            format!(
+                "{} for key {}, action {}",
+                auth.scheme.as_str(),
+                auth.key_id,
+                auth.action
+            )
+        },
+        None,
+    );
 
     // 3. Key: known, enabled, and for temporary credentials the right, unexpired token.
-    let key = snap.key(&auth.key_id).ok_or(Rejection::KeyNotFound)?;
+    let Some(key) = snap.key(&auth.key_id) else {
+        trace.note(
+            "key",
+            StepVerdict::Refuse,
+            || format!("no access key {} in the rules", auth.key_id),
+            None,
+        );
+        return Err(Rejection::KeyNotFound);
+    };
     d.key = Some(key);
-    if key.status == KeyStatus::Disabled {
-        return Err(Rejection::KeyDisabled);
+    let key_check = if key.status == KeyStatus::Disabled {
+        Err(Rejection::KeyDisabled)
+    } else {
+        check_security_token(key, auth.security_token.as_deref(), now)
+    };
+    if let Err(e) = key_check {
+        trace.note(
+            "key",
+            StepVerdict::Refuse,
+            || e.to_string(),
+            Some(&key.origin),
+        );
+        d.deciding_rule = Some(&key.origin);
+        return Err(e);
     }
-    check_security_token(key, auth.security_token.as_deref(), now)?;
+    trace.note(
+        "key",
+        StepVerdict::Pass,
+        || {
+            format!(
+                "account {}, user {}",
+                key.account.id,
+                key.user.as_ref().map_or("-", |u| u.name.as_str())
+            )
+        },
+        Some(&key.origin),
+    );
 
     // 4. Source IP against every allowlist that is set.
-    check_allowlists(key, d.source)?;
+    check_allowlists(key, d, trace)?;
 
     // 5. Time window.
     let skew = snap.settings.clock_skew.as_secs() as i64;
@@ -103,46 +268,158 @@ fn run<'s, 'r>(
         {
             signed_at
         }
-        Window::SignedAt(_) | Window::Presigned { .. } => return Err(Rejection::TimestampExpired),
-        Window::Malformed => return Err(Rejection::TimestampMalformed),
+        window => {
+            let e = match window {
+                Window::Malformed => Rejection::TimestampMalformed,
+                _ => Rejection::TimestampExpired,
+            };
+            trace.note(
+                "time",
+                StepVerdict::Refuse,
+                || format!("{window:?}, now {now}, clock_skew {skew}s"),
+                None,
+            );
+            return Err(e);
+        }
     };
+    trace.note(
+        "time",
+        StepVerdict::Pass,
+        || format!("signed at {signed_at}, now {now}, clock_skew {skew}s"),
+        None,
+    );
 
     // 6. Body hash, then signature. A body the scheme leaves unsigned could be swapped in
     //    transit, so the settings decide whether such a request may do anything risky.
-    auth.verify(req, key, None)?;
+    let mut transcript = trace.on().then(Vec::new);
+    let verified = auth.verify(req, key, transcript.as_mut());
+    let canonical = || {
+        transcript
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .into_owned()
+    };
+    match verified {
+        Ok(()) => trace.note(
+            "signature",
+            StepVerdict::Pass,
+            || format!("verified; canonical request:\n{}", canonical()),
+            None,
+        ),
+        Err(e) => {
+            trace.note(
+                "signature",
+                StepVerdict::Refuse,
+                || format!("{}; canonical request:\n{}", e.message(), canonical()),
+                None,
+            );
+            return Err(e);
+        }
+    }
     if !auth.body_signed && !req.body.is_empty() {
         let high_risk = || {
             snap.service(&route.service)
                 .is_some_and(|risk| risk.is_high_risk(&auth.action))
         };
-        match snap.settings.unsigned_body {
-            UnsignedBodyPolicy::Allow => {}
-            UnsignedBodyPolicy::Refuse => return Err(Rejection::UnsignedBody),
-            UnsignedBodyPolicy::RefuseHighRisk if high_risk() => {
-                return Err(Rejection::UnsignedBody);
-            }
-            UnsignedBodyPolicy::RefuseHighRisk => {}
+        let refuse = match snap.settings.unsigned_body {
+            UnsignedBodyPolicy::Allow => false,
+            UnsignedBodyPolicy::Refuse => true,
+            UnsignedBodyPolicy::RefuseHighRisk => high_risk(),
+        };
+        if refuse {
+            trace.note(
+                "unsigned body",
+                StepVerdict::Refuse,
+                || format!("{:?}", snap.settings.unsigned_body),
+                None,
+            );
+            return Err(Rejection::UnsignedBody);
         }
+        trace.note(
+            "unsigned body",
+            StepVerdict::Pass,
+            || format!("{:?}", snap.settings.unsigned_body),
+            None,
+        );
     }
 
     // 7. Nonce, only now that the request is proved to come from the key's holder. It must be
     //    remembered for as long as the request's timestamp stays acceptable, whatever nonce_ttl
     //    says, or a replay could slip in after the entry expired.
-    if let Some(nonce) = &auth.nonce {
-        let ttl = snap.settings.nonce_ttl.as_secs() as i64;
-        let expires = (now + ttl).max(signed_at + skew) + 1;
-        if nonces.check_and_record(key.id.as_str(), nonce, now, expires) == NonceOutcome::Replayed {
-            return Err(Rejection::NonceUsed);
+    match &auth.nonce {
+        Some(nonce) => {
+            let ttl = snap.settings.nonce_ttl.as_secs() as i64;
+            let expires = (now + ttl).max(signed_at + skew) + 1;
+            if nonces.check_and_record(key.id.as_str(), nonce, now, expires)
+                == NonceOutcome::Replayed
+            {
+                trace.note(
+                    "nonce",
+                    StepVerdict::Refuse,
+                    || format!("{nonce} was used already"),
+                    None,
+                );
+                return Err(Rejection::NonceUsed);
+            }
+            trace.note(
+                "nonce",
+                StepVerdict::Pass,
+                || format!("{nonce} recorded until {expires}"),
+                None,
+            );
         }
+        None => trace.note(
+            "nonce",
+            StepVerdict::Skip,
+            || "the scheme carries no nonce".into(),
+            None,
+        ),
     }
 
     // 8. Leaked key × high-risk action of the route's service.
-    if key.leaked.is_some()
-        && snap
-            .service(&route.service)
-            .is_some_and(|risk| risk.is_high_risk(&auth.action))
-    {
-        return Err(Rejection::LeakedKeyHighRisk);
+    let risk = snap.service(&route.service);
+    match (&key.leaked, risk) {
+        (Some(leak), Some(risk)) if risk.is_high_risk(&auth.action) => {
+            let rule = &leak.origin;
+            if leak.mode == RuleMode::Enforce && risk.mode == RuleMode::Enforce {
+                trace.note(
+                    "leaked key",
+                    StepVerdict::Refuse,
+                    || format!("{} is high-risk for {}", auth.action, route.service),
+                    Some(rule),
+                );
+                d.deciding_rule = Some(rule);
+                return Err(Rejection::LeakedKeyHighRisk);
+            }
+            trace.note(
+                "leaked key",
+                StepVerdict::WouldRefuse,
+                || {
+                    format!(
+                        "{} is high-risk for {} (shadow)",
+                        auth.action, route.service
+                    )
+                },
+                Some(rule),
+            );
+            d.would_deny.push(WouldDeny {
+                rejection: Rejection::LeakedKeyHighRisk,
+                rule: Some(rule),
+            });
+        }
+        (Some(leak), _) => trace.note(
+            "leaked key",
+            StepVerdict::Pass,
+            || format!("{} is not high-risk for {}", auth.action, route.service),
+            Some(&leak.origin),
+        ),
+        (None, _) => trace.note(
+            "leaked key",
+            StepVerdict::Skip,
+            || "the key is not flagged".into(),
+            None,
+        ),
     }
     Ok(())
 }
@@ -172,21 +449,86 @@ fn check_security_token(
     }
 }
 
-fn check_allowlists(key: &AccessKey, source: SourceIp) -> Result<(), Rejection> {
+fn check_allowlists<'s>(
+    key: &'s AccessKey,
+    d: &mut Decision<'s, '_>,
+    trace: &mut Trace<'_>,
+) -> Result<(), Rejection> {
     let levels = [
-        (AllowlistLevel::Account, Some(&key.account.allow)),
-        (AllowlistLevel::User, key.user.as_ref().map(|u| &u.allow)),
-        (AllowlistLevel::Key, Some(&key.allow)),
+        (
+            AllowlistLevel::Account,
+            Some((
+                &key.account.allow,
+                key.account.allow_mode,
+                &key.account.origin,
+            )),
+        ),
+        (
+            AllowlistLevel::User,
+            key.user
+                .as_ref()
+                .map(|u| (&u.allow, u.allow_mode, &u.origin)),
+        ),
+        (
+            AllowlistLevel::Key,
+            Some((&key.allow, key.allow_mode, &key.origin)),
+        ),
     ];
+    let name = |level: AllowlistLevel| match level {
+        AllowlistLevel::Account => "allowlist: account",
+        AllowlistLevel::User => "allowlist: user",
+        AllowlistLevel::Key => "allowlist: key",
+    };
     for (level, set) in levels {
-        let Some(set) = set else { continue };
+        let Some((set, mode, origin)) = set else {
+            trace.note(
+                name(level),
+                StepVerdict::Skip,
+                || "the key belongs to no user".into(),
+                None,
+            );
+            continue;
+        };
         if set.is_empty() {
+            trace.note(
+                name(level),
+                StepVerdict::Skip,
+                || "no list: every address is admitted".into(),
+                Some(origin),
+            );
             continue;
         }
-        match source.ip() {
-            Some(ip) if set.contains(ip) => {}
-            _ => return Err(Rejection::SourceIpNotAllowed(level)),
+        let source = d.source;
+        if source.ip().is_some_and(|ip| set.contains(ip)) {
+            trace.note(
+                name(level),
+                StepVerdict::Pass,
+                || format!("{source:?} is in the list ({} networks)", set.len()),
+                Some(origin),
+            );
+            continue;
         }
+        if mode == RuleMode::Shadow {
+            trace.note(
+                name(level),
+                StepVerdict::WouldRefuse,
+                || format!("{source:?} is not in the list (shadow)"),
+                Some(origin),
+            );
+            d.would_deny.push(WouldDeny {
+                rejection: Rejection::SourceIpNotAllowed(level),
+                rule: Some(origin),
+            });
+            continue;
+        }
+        trace.note(
+            name(level),
+            StepVerdict::Refuse,
+            || format!("{source:?} is not in the list"),
+            Some(origin),
+        );
+        d.deciding_rule = Some(origin);
+        return Err(Rejection::SourceIpNotAllowed(level));
     }
     Ok(())
 }

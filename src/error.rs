@@ -64,6 +64,8 @@ pub enum Rejection {
     BodyTooLarge,
     #[error("request could not be read: {0}")]
     BadRequest(Cow<'static, str>),
+    #[error("source refused for repeated signature failures")]
+    SourceThrottled,
     #[error("upstream unreachable")]
     UpstreamUnavailable,
     #[error("upstream did not answer in time")]
@@ -92,6 +94,7 @@ impl Rejection {
             Rejection::LeakedKeyHighRisk => "Forbidden",
             Rejection::BodyTooLarge => "RequestBodyTooLarge",
             Rejection::BadRequest(_) => "InvalidRequest",
+            Rejection::SourceThrottled => "Throttling.AuthFailure",
             Rejection::UpstreamUnavailable => "ServiceUnavailable",
             Rejection::UpstreamTimeout => "GatewayTimeout",
         }
@@ -104,6 +107,7 @@ impl Rejection {
             | Rejection::LeakedKeyHighRisk
             | Rejection::UnsignedBody => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::SourceThrottled => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
@@ -156,6 +160,9 @@ impl Rejection {
             Rejection::NonceUsed => "Specified signature nonce was used already: send a fresh nonce.".into(),
             Rejection::LeakedKeyHighRisk => "There is a risk of leakage of this AccessKey.".into(),
             Rejection::BodyTooLarge => "Request body is too large: see max_body_bytes.".into(),
+            Rejection::SourceThrottled => {
+                "Too many failed signatures from this source: wait for the cool-down, then fix the credentials.".into()
+            }
             Rejection::BadRequest(why) => format!("The request could not be read: {why}.").into(),
             Rejection::UpstreamUnavailable => {
                 "The service is unavailable: the upstream could not be reached.".into()

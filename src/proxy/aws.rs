@@ -59,6 +59,7 @@ fn query_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::InvalidRoute => ("InvalidAction", S::NOT_FOUND),
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
+        Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("InvalidRequest", S::BAD_REQUEST)
         }
@@ -89,6 +90,7 @@ fn json_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::InvalidRoute => ("UnknownOperationException", S::NOT_FOUND),
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
+        Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("ValidationException", S::BAD_REQUEST)
         }
@@ -120,6 +122,7 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::InvalidRoute => ("InvalidRequest", S::NOT_FOUND),
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
+        Rejection::SourceThrottled => ("Throttling", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::BadRequest(_) => ("InvalidRequest", S::BAD_REQUEST),
     }
 }
@@ -176,6 +179,7 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
         Rejection::InvalidRoute
         | Rejection::BodyTooLarge
         | Rejection::BadRequest(_)
+        | Rejection::SourceThrottled
         | Rejection::NonceUsed
         | Rejection::UpstreamUnavailable
         | Rejection::UpstreamTimeout => r.message(),

@@ -140,6 +140,9 @@ fn recommendation(r: &Rejection) -> &'static str {
         }
         Rejection::BodyTooLarge => "Send a smaller body.",
         Rejection::BadRequest(_) => "Send a well-formed HTTP request.",
+        Rejection::SourceThrottled => {
+            "Check the AccessKey secret and the client clock; retry after the cool-down."
+        }
         Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "Retry later.",
     }
 }

@@ -262,6 +262,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                 id: id.clone(),
                 name: a.name.clone(),
                 allow,
+                allow_mode: a.allowlist_mode,
                 origin: files[*i].origin(span),
             };
             if accounts.insert(id.clone(), Arc::new(acct)).is_some() {
@@ -294,6 +295,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                 name: name.clone(),
                 account: account.clone(),
                 allow,
+                allow_mode: u.allowlist_mode,
                 origin: files[*i].origin(span),
             };
             if users
@@ -319,6 +321,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
             let info = LeakInfo {
                 reported: l.reported.as_ref().map(|d| d.to_string()),
                 reason: l.reason.clone(),
+                mode: l.mode,
                 origin: files[*i].origin(span),
             };
             // Flagging a key twice is harmless; keep the first flag's position.
@@ -392,6 +395,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                 status,
                 created: k.created.as_ref().map(|d| d.to_string()),
                 allow,
+                allow_mode: k.allowlist_mode,
                 leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
                 material,
                 temporary,
@@ -421,6 +425,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
             let s = s.get_ref();
             let name = s.name.get_ref().trim().to_ascii_lowercase();
             let mut risk = ServiceRisk {
+                mode: s.mode,
                 origin: Some(files[*i].origin(span)),
                 ..Default::default()
             };
@@ -570,6 +575,14 @@ fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag
     dur(&raw.clock_skew, &mut s.clock_skew, diag);
     dur(&raw.nonce_ttl, &mut s.nonce_ttl, diag);
     dur(&raw.upstream_timeout, &mut s.upstream_timeout, diag);
+    dur(
+        &raw.auth_failure_cooldown,
+        &mut s.auth_failure_cooldown,
+        diag,
+    );
+    if let Some(n) = raw.auth_failure_limit {
+        s.auth_failure_limit = n;
+    }
     if let Some(d) = raw.max_idle_days {
         s.max_idle_days = d;
     }

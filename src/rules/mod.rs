@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::policy::IpSet;
 use crate::time::UnixSeconds;
 pub use load::{LoadError, LoadOptions, Problem, load_dir};
-pub use raw::{KeyStatus, UnsignedBodyPolicy};
+pub use raw::{KeyStatus, RuleMode, UnsignedBodyPolicy};
 pub use store::RulesStore;
 
 /// Where a rule was written, for explanations and audit lines.
@@ -43,6 +43,7 @@ pub struct Account {
     pub id: String,
     pub name: Option<String>,
     pub allow: IpSet,
+    pub allow_mode: RuleMode,
     pub origin: Origin,
 }
 
@@ -51,6 +52,7 @@ pub struct User {
     pub name: String,
     pub account: String,
     pub allow: IpSet,
+    pub allow_mode: RuleMode,
     pub origin: Origin,
 }
 
@@ -128,6 +130,7 @@ impl fmt::Debug for Temporary {
 pub struct LeakInfo {
     pub reported: Option<String>,
     pub reason: Option<String>,
+    pub mode: RuleMode,
     pub origin: Origin,
 }
 
@@ -139,6 +142,7 @@ pub struct AccessKey {
     pub status: KeyStatus,
     pub created: Option<String>,
     pub allow: IpSet,
+    pub allow_mode: RuleMode,
     pub leaked: Option<LeakInfo>,
     pub material: KeyMaterial,
     pub temporary: Option<Temporary>,
@@ -228,6 +232,7 @@ pub struct ServiceRisk {
     pub actions: HashSet<String>,
     /// `Create*`-style entries: every action starting with the prefix (lower-cased).
     pub prefixes: Vec<String>,
+    pub mode: RuleMode,
     pub origin: Option<Origin>,
 }
 
@@ -255,6 +260,9 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub upstream_timeout: Duration,
     pub unsigned_body: UnsignedBodyPolicy,
+    /// Signature failures per source IP per minute before the source is refused; 0 = off.
+    pub auth_failure_limit: u32,
+    pub auth_failure_cooldown: Duration,
 }
 
 impl Default for Settings {
@@ -267,6 +275,8 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(30),
             unsigned_body: UnsignedBodyPolicy::default(),
+            auth_failure_limit: 0,
+            auth_failure_cooldown: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -357,6 +367,7 @@ mod tests {
             all: false,
             actions: ["deleteinstance".to_string()].into_iter().collect(),
             prefixes: vec!["createaccess".to_string()],
+            mode: RuleMode::Enforce,
             origin: None,
         };
         assert!(risk.is_high_risk("CreateAccessKey"));

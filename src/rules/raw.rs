@@ -32,6 +32,9 @@ pub struct RawAccount {
     pub name: Option<String>,
     #[serde(default)]
     pub api_source_cidrs: Vec<Spanned<String>>,
+    /// `"shadow"`: the allowlist is evaluated and its refusals logged, not enforced.
+    #[serde(default)]
+    pub allowlist_mode: RuleMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +44,9 @@ pub struct RawUser {
     pub account: Spanned<String>,
     #[serde(default)]
     pub api_source_cidrs: Vec<Spanned<String>>,
+    /// `"shadow"`: the allowlist is evaluated and its refusals logged, not enforced.
+    #[serde(default)]
+    pub allowlist_mode: RuleMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -75,6 +81,9 @@ pub struct RawAccessKey {
     pub security_token: Option<Spanned<String>>,
     #[serde(default)]
     pub api_source_cidrs: Vec<Spanned<String>>,
+    /// `"shadow"`: the allowlist is evaluated and its refusals logged, not enforced.
+    #[serde(default)]
+    pub allowlist_mode: RuleMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +92,8 @@ pub struct RawLeakedKey {
     pub id: Spanned<String>,
     pub reported: Option<Datetime>,
     pub reason: Option<String>,
+    #[serde(default)]
+    pub mode: RuleMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +103,8 @@ pub struct RawService {
     pub description: Option<String>,
     #[serde(default)]
     pub actions: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub mode: RuleMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +140,20 @@ pub struct RawSettings {
     pub max_body_bytes: Option<u64>,
     pub upstream_timeout: Option<Spanned<String>>,
     pub unsigned_body: Option<UnsignedBodyPolicy>,
+    /// Signature failures per source IP per minute before that source is refused; 0 = off.
+    pub auth_failure_limit: Option<u32>,
+    /// How long such a source stays refused.
+    pub auth_failure_cooldown: Option<Spanned<String>>,
+}
+
+/// Whether a rule is enforced, or only evaluated and logged (`would_deny`) so that a team can
+/// roll it out safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    Shadow,
 }
 
 /// What to do with requests whose scheme leaves the body unsigned (ROA v1 without Content-MD5, as
