@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Do not watch the rules directory; reload only on SIGHUP or POST /rules/reload.
     #[arg(long, env = "AKGATE_NO_WATCH")]
     pub no_watch: bool,
+    /// Audit log: one JSON line per decision. `-` for stdout, `off`, or a file path (appended).
+    #[arg(long, env = "AKGATE_AUDIT_LOG", default_value = "-")]
+    pub audit_log: String,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +132,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         load: LoadOptions::default(),
         reload_debounce: Duration::from_millis(200),
         watch: !args.no_watch,
+        audit_log: args.audit_log,
     };
     let running = match start(cfg).await {
         Ok(r) => r,

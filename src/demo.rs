@@ -190,6 +190,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         load,
         reload_debounce: Duration::from_millis(200),
         watch: true,
+        // The demo prints its own summary; its audit lines would bury it.
+        audit_log: "off".into(),
     })
     .await
     .map_err(|e| {

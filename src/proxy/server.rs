@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub reload_debounce: Duration,
     /// Watch the rules directory; when false, rules reload only on SIGHUP or the admin endpoint.
     pub watch: bool,
+    /// Where audit lines go: `-` (stdout), `off`, or a file path.
+    pub audit_log: String,
 }
 
 #[derive(Debug, thiserror::Error)]
