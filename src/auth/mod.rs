@@ -148,23 +148,6 @@ impl ParsedAuth<'_> {
     }
 }
 
-/// Which family a request claims to follow, before (and whether or not) it parses: errors found
-/// while parsing must still come back in a shape the client's SDK can read.
-pub fn family_hint(req: &RequestView<'_>) -> Family {
-    let aws_header = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-"));
-    let aws_query =
-        req.query.contains("X-Amz-Algorithm=") || req.query.contains("X-Amz-Signature=");
-    if aws_header || aws_query {
-        Family::Aws
-    } else {
-        Family::Alibaba
-    }
-}
-
 /// Finds the signature scheme of a request and extracts its credential.
 pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     let mut auth = req.headers.get_all(http::header::AUTHORIZATION).iter();
