@@ -67,7 +67,8 @@ impl RulesStore {
     }
 
     /// Re-reads the directory. A rule set that fails to load is refused whole and the current one
-    /// keeps serving.
+    /// keeps serving; a new generation is made only for a valid set whose content hash differs.
+    /// Any valid outcome clears `last_error`.
     pub fn reload(&self) -> ReloadOutcome {
         let mut status = match self.status.lock() {
             Ok(s) => s,
@@ -85,6 +86,9 @@ impl RulesStore {
             Ok(mut snap) => {
                 let current = self.current.load();
                 if snap.content_hash == current.content_hash {
+                    // The files are good again (a half-written file completed, a deleted one
+                    // restored as it was): an earlier failure no longer describes them.
+                    status.last_error = None;
                     crate::metrics::rules_reload_unchanged();
                     return ReloadOutcome::Unchanged;
                 }
@@ -105,38 +109,121 @@ impl RulesStore {
     }
 }
 
-/// Keeps the directory watcher alive; dropping it stops watching.
+/// After a watcher-triggered reload fails (a file caught half-written, a file deleted and not yet
+/// recreated, a secret file that is not there yet), the reload is tried again after each of these
+/// delays, then given up until the next change in the directory. A change in the directory
+/// meanwhile starts the schedule afresh.
+pub const RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// Keeps the directory watcher alive; dropping it stops watching (and, at its next wake-up, the
+/// reload thread).
 pub struct Watcher {
-    _debouncer: notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
+    _watcher: notify::RecommendedWatcher,
 }
 
 /// Watches the rules directory (not the files: editors replace files by rename and Kubernetes
-/// swaps a `..data` symlink, and both are events on the directory) and reloads after a quiet
-/// period, so a burst of writes becomes one reload.
+/// swaps a `..data` symlink, and both are events on the directory) and reloads once `debounce`
+/// has passed with no further event, so a burst of writes becomes one reload.
+///
+/// Events only wake one reload thread (`akgate-rules-reload`) through a one-slot channel: reloads
+/// never run on a request's task, never overlap, and a storm of events cannot queue up work or
+/// threads. That thread waits for the quiet period (at most `10 × debounce` while events keep
+/// coming), reloads, retries a failed reload on the [`RETRY_DELAYS`] schedule while the last good
+/// set keeps serving, and exits when the watcher is dropped. Debouncing is done here rather than
+/// per path (as `notify-debouncer-full` does): that one cancels a create followed by a remove of
+/// the same path, which loses the event when a retry has loaded the file in between.
+///
+/// Which files count is decided by [`super::load::rule_files`]: only non-hidden `*.toml`, so
+/// editor leftovers (`.keys.toml.swp`, `keys.toml~`, vim's `4913` probe) can wake the thread but
+/// never change what is loaded, and the content hash turns such wake-ups into `unchanged`.
+///
+/// The watch is on the directory's inode. Replacing what is *inside* it is seen, including a
+/// Kubernetes ConfigMap's `..data` symlink swap (the mount point itself is never replaced), but
+/// files reached through symlinks that point out of the directory are not watched: a change
+/// there is seen only by a retry still under way, `SIGHUP` or `POST /rules/reload`. If the
+/// directory itself is deleted and recreated, or another directory is renamed over its path, the
+/// watch stays with the old inode and later edits are not seen: reloading still reads the path,
+/// so `SIGHUP` or `POST /rules/reload` picks up the new directory, and a restart re-attaches the
+/// watch. Point `--rules` at a directory that is kept, not swapped (or at the ConfigMap mount).
 pub fn watch(store: Arc<RulesStore>, debounce: Duration) -> notify::Result<Watcher> {
-    use notify::RecursiveMode;
+    use notify::{RecursiveMode, Watcher as _};
+    use std::sync::mpsc;
     let dir = store.dir().to_path_buf();
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        debounce,
-        None,
-        move |result: notify_debouncer_full::DebounceEventResult| match result {
-            Ok(events) => {
-                if events.iter().any(|e| !e.kind.is_access()) {
-                    store.reload();
+    // One slot: a pending wake-up already covers any further event.
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            // Opening and reading (our own reloads do) changes nothing.
+            Ok(e) if e.kind.is_access() => {}
+            Ok(_) => {
+                let _ = wake.try_send(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rules watcher error");
+                // Events may have been lost: look for ourselves.
+                let _ = wake.try_send(());
+            }
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let quiet = debounce.max(Duration::from_millis(10));
+    std::thread::Builder::new()
+        .name("akgate-rules-reload".into())
+        .spawn(move || reload_loop(&store, &woken, quiet, &RETRY_DELAYS))
+        .map_err(notify::Error::io)?;
+    Ok(Watcher { _watcher: watcher })
+}
+
+/// The reload thread: waits for a change, lets it settle, reloads, and retries failures. Returns
+/// when the sending side (the watcher) is gone.
+fn reload_loop(
+    store: &RulesStore,
+    woken: &std::sync::mpsc::Receiver<()>,
+    quiet: Duration,
+    delays: &[Duration],
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // At most this long between the first event of a burst and its reload, however long the
+    // burst goes on (a file in the directory written continuously must not starve reloads).
+    let max_settle = quiet * 10;
+    'idle: while woken.recv().is_ok() {
+        'changed: loop {
+            // Settle: keep waiting while events keep coming.
+            let started = std::time::Instant::now();
+            loop {
+                match woken.recv_timeout(quiet) {
+                    Ok(()) if started.elapsed() < max_settle => continue,
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!(error = %e, "rules watcher error");
+            let mut retries = delays.iter();
+            loop {
+                if !matches!(store.reload(), ReloadOutcome::Failed(_)) {
+                    continue 'idle;
+                }
+                let Some(&delay) = retries.next() else {
+                    tracing::warn!(
+                        dir = %store.dir().display(),
+                        "rule reload still failing after {} retries; waiting for the next change",
+                        delays.len()
+                    );
+                    continue 'idle;
+                };
+                match woken.recv_timeout(delay) {
+                    Ok(()) => continue 'changed,
+                    Err(RecvTimeoutError::Timeout) => {
+                        tracing::info!(?delay, "retrying the failed rule reload");
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-        },
-    )?;
-    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(Watcher {
-        _debouncer: debouncer,
-    })
+        }
+    }
 }
