@@ -28,6 +28,15 @@ pub enum Command {
     /// Run the shipped rules in front of a built-in echo upstream and show one allowed and one
     /// refused request.
     Demo(DemoArgs),
+    /// Validate a rules directory exactly as `serve` would load it; exit 1 on errors.
+    Check(crate::tools::check::CheckArgs),
+    /// Run the full decision on one request offline and print every step with its rule.
+    Explain(crate::tools::explain::ExplainArgs),
+    /// Print a signed request as a curl command (fresh nonce, current time).
+    Sign(crate::tools::sign::SignArgs),
+    /// Show what a change to the rules changes: keys, allowlists, high-risk actions, routes,
+    /// settings. Exit 0 when nothing changes, 1 when something does.
+    Diff(crate::tools::diff::DiffArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -96,6 +105,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The offline tools need no async runtime.
+    match &cli.command {
+        Command::Check(args) => return crate::tools::check::run(args),
+        Command::Explain(args) => return crate::tools::explain::run(args),
+        Command::Sign(args) => return crate::tools::sign::run(args),
+        Command::Diff(args) => return crate::tools::diff::run(args),
+        Command::Serve(_) | Command::Demo(_) => {}
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -117,6 +134,9 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Check(_) | Command::Explain(_) | Command::Sign(_) | Command::Diff(_) => {
+            unreachable!("handled above")
         }
     }
 }

@@ -17,3 +17,4 @@ pub mod policy;
 pub mod proxy;
 pub mod rules;
 pub mod time;
+pub mod tools;

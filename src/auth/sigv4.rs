@@ -1291,6 +1291,85 @@ pub fn verify_with(
         })
 }
 
+/// Signs a request with SigV4 in the `Authorization` header, as botocore does: adds
+/// `x-amz-date` and `x-amz-content-sha256` (the body's SHA-256) to `headers`, signs every header
+/// given (`host` included, which must be among them) and adds `Authorization`. For tooling
+/// (`akgate sign`) and tests; interoperability is proved against botocore, not against this.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_headers(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &mut Vec<(String, String)>,
+    body: &[u8],
+    key_id: &str,
+    secret: &[u8],
+    region: &str,
+    service: &str,
+    amz_date: &str,
+) {
+    headers.retain(|(n, _)| {
+        !n.eq_ignore_ascii_case("x-amz-date")
+            && !n.eq_ignore_ascii_case("x-amz-content-sha256")
+            && !n.eq_ignore_ascii_case("authorization")
+    });
+    let mut body_hex = [0u8; 64];
+    hex_lower_into(&Sha256::digest(body), &mut body_hex);
+    let body_hex = String::from_utf8_lossy(&body_hex).into_owned();
+    headers.push(("x-amz-date".into(), amz_date.to_string()));
+    headers.push(("x-amz-content-sha256".into(), body_hex.clone()));
+    let mut map = http::HeaderMap::new();
+    let mut host = None;
+    let mut names: Vec<String> = Vec::new();
+    for (n, v) in headers.iter() {
+        let lower = n.to_ascii_lowercase();
+        if lower == "host" {
+            host = Some(v.as_str());
+        } else if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(lower.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.append(name, value);
+        }
+        names.push(lower);
+    }
+    names.sort();
+    names.dedup();
+    let signed_headers = names.join(";");
+    let date = amz_date.get(..8).unwrap_or_default();
+    let cred = SigV4Credential {
+        key_id: Cow::Borrowed(key_id),
+        scope: Cow::Owned(format!("{date}/{region}/{service}/aws4_request")),
+        amz_date: Cow::Borrowed(amz_date),
+        signed_headers: Cow::Borrowed(&signed_headers),
+        signature: [0; 32],
+        payload: Payload::Declared(&body_hex),
+        presigned: false,
+    };
+    let view = RequestView {
+        method,
+        path,
+        query,
+        host,
+        headers: &map,
+        body,
+    };
+    let mut hasher = Sha256::new();
+    write_canonical_request(&cred, &view, body_hex.as_bytes(), &mut hasher);
+    let mut canonical_hex = [0u8; 64];
+    hex_lower_into(&hasher.finalize(), &mut canonical_hex);
+    let mut mac = derive_signing_mac(&Secret::new(secret), date, region, service);
+    mac.update(string_to_sign(&cred, &canonical_hex).as_bytes());
+    let mut sig = [0u8; 64];
+    hex_lower_into(&mac.finalize().into_bytes(), &mut sig);
+    let authorization = format!(
+        "{ALGORITHM} Credential={key_id}/{}, SignedHeaders={signed_headers}, Signature={}",
+        cred.scope,
+        String::from_utf8_lossy(&sig)
+    );
+    headers.push(("Authorization".into(), authorization));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

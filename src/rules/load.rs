@@ -47,6 +47,18 @@ impl fmt::Debug for LoadOptions {
     }
 }
 
+/// How strictly `check` (and `diff`) validate, beyond what `serve` does. The default is exactly
+/// `serve`'s validation; [`load_dir`] uses it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// Check that each key names exactly one secret (or public key, or security token) source,
+    /// but read none of the environment variables and files: for CI of a rules repository,
+    /// which has no real secrets. Keys then carry placeholder material.
+    pub skip_secrets: bool,
+    /// Accept a rule set with no `[[access_key]]` (which would refuse every request).
+    pub allow_empty: bool,
+}
+
 /// One thing wrong (or worth a warning) in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -164,6 +176,15 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Loads and compiles every rule file in `dir`.
 pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Snapshot, LoadError> {
+    load_dir_with(dir, opts, &CheckOptions::default())
+}
+
+/// [`load_dir`] with `check`'s options; with the default options it is `load_dir`.
+pub fn load_dir_with(
+    dir: &Path,
+    opts: &LoadOptions,
+    check: &CheckOptions,
+) -> Result<Snapshot, LoadError> {
     let whole = |message: String| LoadError {
         problems: vec![Problem {
             file: dir.display().to_string(),
@@ -199,10 +220,15 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Snapshot, LoadError> {
             text,
         });
     }
-    compile(dir, &files, opts)
+    compile(dir, &files, opts, check)
 }
 
-fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snapshot, LoadError> {
+fn compile(
+    dir: &Path,
+    files: &[SourceFile],
+    opts: &LoadOptions,
+    check: &CheckOptions,
+) -> Result<Snapshot, LoadError> {
     let mut hash = Sha256::new();
     let mut diag = Diag {
         files,
@@ -381,10 +407,11 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
                     diag.error(*i, k.id.span(), format!("user `{}` has more than two active access keys; disable one before adding another", u.name));
                 }
             }
-            let Some(material) = read_material(*i, k, dir, opts, &mut diag, &mut hash) else {
+            let Some(material) = read_material(*i, k, dir, opts, check, &mut diag, &mut hash)
+            else {
                 continue;
             };
-            let Ok(temporary) = read_temporary(*i, k, dir, opts, &mut diag) else {
+            let Ok(temporary) = read_temporary(*i, k, dir, opts, check, &mut diag) else {
                 continue;
             };
             let allow = compile_cidrs(*i, &k.api_source_cidrs, &mut diag);
@@ -523,7 +550,7 @@ fn compile(dir: &Path, files: &[SourceFile], opts: &LoadOptions) -> Result<Snaps
         }
     }
 
-    if keys.is_empty() && diag.problems.is_empty() {
+    if keys.is_empty() && diag.problems.is_empty() && !check.allow_empty {
         diag.problems.push(Problem {
             file: dir.display().to_string(),
             line: 0,
@@ -684,6 +711,7 @@ fn read_material(
     k: &RawAccessKey,
     dir: &Path,
     opts: &LoadOptions,
+    check: &CheckOptions,
     diag: &mut Diag<'_>,
     hash: &mut Sha256,
 ) -> Option<KeyMaterial> {
@@ -712,6 +740,12 @@ fn read_material(
             inline.span(),
             format!("access key `{id}` has an inline secret; prefer secret_env or secret_file"),
         );
+    }
+    if check.skip_secrets && (k.secret_env.is_some() || k.secret_file.is_some()) {
+        return Some(KeyMaterial::Secret(Box::new(Secret::new(b""))));
+    }
+    if check.skip_secrets && k.public_key_file.is_some() {
+        return Some(KeyMaterial::RsaPublicKey(RsaPublicKey { der: Vec::new() }));
     }
     if key_sources == 1 {
         let span = k
@@ -758,6 +792,7 @@ fn read_temporary(
     k: &RawAccessKey,
     dir: &Path,
     opts: &LoadOptions,
+    check: &CheckOptions,
     diag: &mut Diag<'_>,
 ) -> Result<Option<Temporary>, ()> {
     let id = k.id.get_ref();
@@ -813,7 +848,13 @@ fn read_temporary(
         inline: k.security_token.as_ref(),
     };
     // Only the token's digest is kept; it never needs to be shown or forwarded by the gateway.
-    let token = read_text(file, src, dir, opts, diag, &mut Sha256::new()).ok_or(())?;
+    let skipped =
+        check.skip_secrets && (k.security_token_env.is_some() || k.security_token_file.is_some());
+    let token = if skipped {
+        String::new()
+    } else {
+        read_text(file, src, dir, opts, diag, &mut Sha256::new()).ok_or(())?
+    };
     Ok(Some(Temporary {
         expires: expires_at,
         token_sha256: Sha256::digest(token.as_bytes()).into(),
