@@ -15,6 +15,11 @@ pub const RELOADS: &str = "akgate_rules_reloads_total";
 pub const GENERATION: &str = "akgate_rules_generation";
 pub const LAST_RELOAD_SUCCESS: &str = "akgate_rules_last_reload_success_timestamp_seconds";
 pub const KEYS: &str = "akgate_rules_keys";
+pub const AUTH_FAILURES: &str = "akgate_auth_failures_total";
+pub const SOURCES_THROTTLED: &str = "akgate_sources_throttled";
+pub const THROTTLE_STARTS: &str = "akgate_source_throttle_starts_total";
+pub const WOULD_DENY: &str = "akgate_shadow_would_deny_total";
+pub const AUDIT_DROPPED: &str = "akgate_audit_dropped_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,7 +48,8 @@ pub fn install() -> &'static PrometheusHandle {
 fn describe() {
     metrics::describe_counter!(
         REQUESTS,
-        "Requests by decision (allowed, denied, upstream_error), code and signature scheme"
+        "Requests by decision (allowed, denied, upstream_error), code and signature scheme; \
+         the denial rate by code is rate() of the denied series"
     );
     metrics::describe_histogram!(
         REQUEST_DURATION,
@@ -60,6 +66,27 @@ fn describe() {
         "Unix time of the last successful rules load"
     );
     metrics::describe_gauge!(KEYS, "AccessKeys in the rule set in service");
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Failed authentication attempts by code (the failures the brute-force guard counts), \
+         counted whether or not the guard is on"
+    );
+    metrics::describe_gauge!(
+        SOURCES_THROTTLED,
+        "Sources currently refused for repeated authentication failures"
+    );
+    metrics::describe_counter!(
+        THROTTLE_STARTS,
+        "Times a source was put on cool-down for repeated authentication failures"
+    );
+    metrics::describe_counter!(
+        WOULD_DENY,
+        "Shadow rules that would have refused a request, by code"
+    );
+    metrics::describe_counter!(
+        AUDIT_DROPPED,
+        "Audit lines dropped because the writer was behind or the write failed"
+    );
 }
 
 /// Histograms are aggregated lazily; this drains them so memory stays flat between scrapes.
@@ -97,4 +124,32 @@ pub fn rules_reload_failed() {
 
 pub fn rules_reload_unchanged() {
     counter!(RELOADS, "result" => "unchanged").increment(1);
+}
+
+/// A failed authentication attempt (see `policy::bruteforce::counts_as_auth_failure`).
+pub fn auth_failure(code: &'static str) {
+    counter!(AUTH_FAILURES, "code" => code).increment(1);
+}
+
+/// A source starts a cool-down.
+pub fn throttle_started() {
+    counter!(THROTTLE_STARTS).increment(1);
+    gauge!(SOURCES_THROTTLED).increment(1.0);
+}
+
+/// Sources on cool-down, recounted by the maintenance tick.
+pub fn sources_throttled(n: usize) {
+    gauge!(SOURCES_THROTTLED).set(n as f64);
+}
+
+pub fn would_deny(code: &'static str) {
+    counter!(WOULD_DENY, "code" => code).increment(1);
+}
+
+pub fn audit_dropped() {
+    counter!(AUDIT_DROPPED).increment(1);
+}
+
+pub fn audit_dropped_n(n: u64) {
+    counter!(AUDIT_DROPPED).increment(n);
 }

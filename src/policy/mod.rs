@@ -1,6 +1,7 @@
 //! Request policy that is not signature math: who may call from where, and replay protection.
 
 pub mod allowlist;
+pub mod bruteforce;
 pub mod replay;
 pub mod source_ip;
 

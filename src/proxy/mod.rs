@@ -14,13 +14,16 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use crate::audit::{self, AuditLog};
 use crate::auth::RequestView;
 use crate::decision::decide;
 use crate::error::Rejection;
 use crate::policy::NonceCache;
-use crate::rules::RulesStore;
+use crate::policy::bruteforce::{self, AuthFailureGuard};
+use crate::policy::source_ip::{self, SourceIp};
+use crate::rules::{AccessKey, Origin, RulesStore};
 use crate::time::Clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,19 +34,40 @@ pub struct Gateway {
     pub rules: Arc<RulesStore>,
     pub nonces: Arc<NonceCache>,
     pub clock: Arc<dyn Clock>,
+    /// Authentication failures per source; lives outside the snapshot, like the nonce cache.
+    pub guard: Arc<AuthFailureGuard>,
+    pub audit: AuditLog,
     client: forward::UpstreamClient,
     ids: RequestIds,
 }
 
+/// What the audit line needs from a decision, copied out before the request's buffers go.
+struct Learned<'s> {
+    key: Option<&'s AccessKey>,
+    source: SourceIp,
+    scheme: Option<&'static str>,
+    action: Option<String>,
+    rule: Option<&'s Origin>,
+    would_deny: Vec<(&'static str, Option<&'s Origin>)>,
+}
+
 impl Gateway {
+    /// A gateway that writes no audit lines (see [`Gateway::with_audit`]).
     pub fn new(rules: Arc<RulesStore>, nonces: Arc<NonceCache>, clock: Arc<dyn Clock>) -> Self {
         Gateway {
             rules,
             nonces,
             clock,
+            guard: Arc::new(AuthFailureGuard::new()),
+            audit: AuditLog::off(),
             client: forward::client(),
             ids: RequestIds::new(),
         }
+    }
+
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -53,17 +77,30 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let host = request_host(&parts);
         let host_str = host.as_ref().ok().copied().flatten();
+        let route = snap.route(host_str, parts.uri.path());
         // Decided from the request alone so that even a request refused before its signature is
         // parsed gets an error its SDK can read.
-        let shape = response::ErrorShape::of(
-            &parts,
-            snap.route(host_str, parts.uri.path())
-                .map(|r| r.service.as_str()),
-        );
+        let shape = response::ErrorShape::of(&parts, route.map(|r| r.service.as_str()));
+        let mut learned = Learned {
+            key: None,
+            source: source_ip::resolve(peer.ip(), &parts.headers, &snap.settings.trusted_proxies),
+            scheme: None,
+            action: None,
+            rule: None,
+            would_deny: Vec::new(),
+        };
+        let guard_on = snap.settings.auth_failure_limit > 0;
+        let audit_on = self.audit.enabled();
 
-        let mut scheme = "none";
-        let outcome: Result<Response<Body>, (Rejection, &'static str)> = async {
-            let host = host.map_err(|r| (r, "denied"))?;
+        let outcome: Result<Response<Body>, Rejection> = async {
+            // The brute-force guard answers first, before any of the body is read.
+            if guard_on
+                && let Some(ip) = learned.source.ip()
+                && self.guard.is_blocked(ip, started)
+            {
+                return Err(Rejection::SourceThrottled);
+            }
+            let host = host?;
             let limit = snap.settings.max_body_bytes;
             // Refuse an announced oversized body before reading any of it.
             let announced = parts
@@ -72,12 +109,12 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if announced.is_some_and(|len| len > limit) {
-                return Err((Rejection::BodyTooLarge, "denied"));
+                return Err(Rejection::BodyTooLarge);
             }
             let body: Bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err((Rejection::BodyTooLarge, "denied")),
-                Err(_) => return Err((Rejection::BadRequest("the body could not be read".into()), "denied")),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Rejection::BodyTooLarge),
+                Err(_) => return Err(Rejection::BadRequest("the body could not be read".into())),
             };
             let view = RequestView {
                 method: parts.method.as_str(),
@@ -88,31 +125,106 @@ impl Gateway {
                 body: &body,
             };
             let decision = decide(&snap, &view, peer.ip(), self.clock.now(), &self.nonces);
-            scheme = decision.scheme.map_or("none", |s| s.as_str());
+            learned.source = decision.source;
+            learned.scheme = decision.scheme.map(|s| s.as_str());
+            learned.key = decision.key;
+            learned.rule = decision.deciding_rule;
+            if audit_on {
+                learned.action = decision.action.as_deref().map(str::to_owned);
+            }
+            for w in &decision.would_deny {
+                crate::metrics::would_deny(w.rejection.code());
+                learned.would_deny.push((w.rejection.code(), w.rule));
+            }
             if let Err(r) = decision.result {
                 tracing::debug!(request_id = %request_id, code = r.code(), reason = %r, source = ?decision.source, "refused");
-                return Err((r, "denied"));
+                return Err(r);
             }
             let (Some(route), Some(key)) = (decision.route, decision.key) else {
                 // decide() returns Ok only after finding both.
-                return Err((Rejection::BadRequest("internal: no route or key".into()), "denied"));
+                return Err(Rejection::BadRequest("internal: no route or key".into()));
             };
             let identity = forward::Identity { key, request_id: &request_id, source: decision.source, peer: peer.ip() };
-            let upstream_req = forward::upstream_request(route, &parts, host, body.clone(), &identity).map_err(|r| (r, "denied"))?;
-            forward::send(&self.client, upstream_req, snap.settings.upstream_timeout).await.map_err(|r| (r, "upstream_error"))
+            let upstream_req = forward::upstream_request(route, &parts, host, body.clone(), &identity)?;
+            forward::send(&self.client, upstream_req, snap.settings.upstream_timeout).await
         }
         .await;
 
-        match outcome {
+        let elapsed = started.elapsed();
+        let scheme = learned.scheme.unwrap_or("none");
+        let (resp, decision, code) = match outcome {
             Ok(resp) => {
-                crate::metrics::request("allowed", "OK", scheme, started.elapsed());
-                resp
+                crate::metrics::request("allowed", "OK", scheme, elapsed);
+                let decision = if learned.would_deny.is_empty() {
+                    "allowed"
+                } else {
+                    "would_deny"
+                };
+                (resp, decision, "OK")
             }
-            Err((rejection, decision)) => {
-                crate::metrics::request(decision, rejection.code(), scheme, started.elapsed());
-                response::error(&rejection, shape, &request_id, host_str)
+            Err(rejection) => {
+                let decision = rejection.decision();
+                crate::metrics::request(decision, rejection.code(), scheme, elapsed);
+                if bruteforce::counts_as_auth_failure(&rejection) {
+                    crate::metrics::auth_failure(rejection.code());
+                    if guard_on
+                        && let Some(ip) = learned.source.ip()
+                        && self.guard.record_failure(
+                            ip,
+                            snap.settings.auth_failure_limit,
+                            snap.settings.auth_failure_cooldown,
+                            Instant::now(),
+                        )
+                    {
+                        crate::metrics::throttle_started();
+                        let cooldown = snap.settings.auth_failure_cooldown;
+                        tracing::warn!(
+                            source = %ip,
+                            ?cooldown,
+                            "source refused for repeated authentication failures"
+                        );
+                    }
+                }
+                (
+                    response::error(&rejection, shape, &request_id, host_str),
+                    decision,
+                    rejection.code(),
+                )
             }
+        };
+
+        if audit_on {
+            let key = learned.key;
+            let mut record = audit::Record {
+                time: audit::rfc3339_millis(SystemTime::now()),
+                request_id: &request_id,
+                key_id: key.map(|k| k.id.as_str()),
+                account: key.map(|k| k.account.id.as_str()),
+                user: key.and_then(|k| k.user.as_deref()).map(|u| u.name.as_str()),
+                source_ip: None,
+                source: "unknown",
+                hops: 0,
+                service: route.map(|r| r.service.as_str()),
+                action: learned.action.as_deref(),
+                scheme: learned.scheme,
+                decision,
+                code,
+                status: resp.status().as_u16(),
+                rule: learned.rule.map(|o| o.to_string()),
+                would_deny: learned
+                    .would_deny
+                    .iter()
+                    .map(|(code, rule)| audit::WouldDenyEntry {
+                        code,
+                        rule: rule.map(|o| o.to_string()),
+                    })
+                    .collect(),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+            };
+            record.set_source(learned.source);
+            self.audit.log(&record);
         }
+        resp
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use super::{Gateway, tls};
 use crate::policy::NonceCache;
+use crate::policy::bruteforce::AuthFailureGuard;
 use crate::rules::{LoadError, LoadOptions, RulesStore, store};
 use crate::time::{Clock, SystemClock};
 
@@ -45,6 +46,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("cannot watch the rules directory: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// A running gateway.
@@ -64,7 +67,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let nonces = Arc::new(NonceCache::new());
-    let gateway = Arc::new(Gateway::new(rules.clone(), nonces.clone(), clock.clone()));
+    let audit = crate::audit::AuditLog::open(&cfg.audit_log)?;
+    let gateway =
+        Arc::new(Gateway::new(rules.clone(), nonces.clone(), clock.clone()).with_audit(audit));
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -93,7 +98,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         false => None,
     };
     spawn_sighup(rules.clone());
-    spawn_nonce_eviction(nonces, clock);
+    spawn_maintenance(nonces, gateway.guard.clone(), clock);
     crate::metrics::spawn_upkeep();
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -190,14 +195,22 @@ fn spawn_sighup(rules: Arc<RulesStore>) {
     });
 }
 
-fn spawn_nonce_eviction(nonces: Arc<NonceCache>, clock: Arc<dyn Clock>) {
+/// Every 5 s: expired nonces out, stale brute-force entries out, the throttled-sources gauge
+/// recounted.
+fn spawn_maintenance(nonces: Arc<NonceCache>, guard: Arc<AuthFailureGuard>, clock: Arc<dyn Clock>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             let nonces = nonces.clone();
+            let guard = guard.clone();
             let now = clock.now();
-            let _ = tokio::task::spawn_blocking(move || nonces.evict_expired(now)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                nonces.evict_expired(now);
+                let blocked = guard.evict(std::time::Instant::now());
+                crate::metrics::sources_throttled(blocked);
+            })
+            .await;
         }
     });
 }
@@ -219,8 +232,10 @@ pub async fn shutdown_signal() {
 }
 
 impl Running {
-    /// Marks the gateway not ready (so load balancers stop sending) before the process exits.
+    /// Marks the gateway not ready (so load balancers stop sending) before the process exits,
+    /// and writes out the audit lines still queued (waiting at most a second).
     pub fn drain(&self) {
         self.ready.store(false, Ordering::SeqCst);
+        self.gateway.audit.flush(Duration::from_secs(1));
     }
 }

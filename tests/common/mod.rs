@@ -276,10 +276,15 @@ upstream_timeout = "1s"
 }
 
 /// The `akgate` binary, running `serve` until dropped.
+///
+/// Its stdout (the "listening" line, then audit lines unless `--audit-log` says otherwise) and
+/// stderr are drained by threads so the child never blocks on a full pipe.
 pub struct Akgate {
     child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    stderr_text: Arc<Mutex<String>>,
 }
 
 impl Akgate {
@@ -296,9 +301,8 @@ impl Akgate {
             .spawn()
             .expect("akgate binary");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         if line.is_empty() {
             let mut err = String::new();
             child
@@ -312,15 +316,75 @@ impl Akgate {
         // "akgate listening on http://A admin http://B"
         let words: Vec<&str> = line.split_whitespace().collect();
         let addr = |w: &str| w.split("://").nth(1).unwrap().parse().unwrap();
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout_lines.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let sink = stderr_text.clone();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
         Akgate {
             proxy: addr(words[3]),
             admin: addr(words[5]),
             child,
+            stdout_lines,
+            stderr_text,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Lines printed on stdout after the "listening" line so far (audit lines by default).
+    pub fn audit_lines(&self) -> Vec<String> {
+        self.stdout_lines.lock().unwrap().clone()
+    }
+
+    /// What the gateway logged on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr_text.lock().unwrap().clone()
+    }
+
+    /// The stdout audit line of `request_id`, waiting up to 5 s for the writer thread.
+    pub async fn audit_for(&self, request_id: &str) -> serde_json::Value {
+        find_audit_line(request_id, || self.audit_lines())
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "no audit line for request {request_id}; lines: {:#?}",
+                    self.audit_lines()
+                )
+            })
+    }
+}
+
+/// Polls `lines` for the JSON audit line whose `request_id` matches, up to 5 s.
+pub async fn find_audit_line(
+    request_id: &str,
+    mut lines: impl FnMut() -> Vec<String>,
+) -> Option<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let found = lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["request_id"] == request_id);
+        if found.is_some() || start.elapsed() > Duration::from_secs(5) {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
