@@ -293,25 +293,31 @@ fn run<'s, 'r>(
     //    transit, so the settings decide whether such a request may do anything risky.
     let mut transcript = trace.on().then(Vec::new);
     let verified = auth.verify(req, key, transcript.as_mut());
-    let canonical = || {
-        transcript
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default()
-            .into_owned()
+    let signed_text = || {
+        let t = transcript.as_deref().unwrap_or_default();
+        match auth.credential {
+            Credential::Rpc(_) | Credential::Roa(_) => {
+                format!("string to sign:\n{}", auth.string_to_sign(t))
+            }
+            _ => format!(
+                "canonical request:\n{}\nstring to sign:\n{}",
+                String::from_utf8_lossy(t),
+                auth.string_to_sign(t)
+            ),
+        }
     };
     match verified {
         Ok(()) => trace.note(
             "signature",
             StepVerdict::Pass,
-            || format!("verified; canonical request:\n{}", canonical()),
+            || format!("verified; {}", signed_text()),
             None,
         ),
         Err(e) => {
             trace.note(
                 "signature",
                 StepVerdict::Refuse,
-                || format!("{}; canonical request:\n{}", e.message(), canonical()),
+                || format!("{}; {}", e.message(), signed_text()),
                 None,
             );
             return Err(e);

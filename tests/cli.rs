@@ -369,6 +369,7 @@ fn explain_an_allowed_request_step_by_step() {
         "✓ signature: verified; canonical request:".into(),
         "      POST".into(),
         "      RegionId=cn-hangzhou".into(),
+        "      string to sign:\n      ACS3-HMAC-SHA256\n".into(),
         "✓ nonce: nonce-0001".into(),
         "- leaked key: the key is not flagged".into(),
     ] {

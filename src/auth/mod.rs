@@ -148,6 +148,36 @@ impl ParsedAuth<'_> {
     }
 }
 
+impl ParsedAuth<'_> {
+    /// The string to sign, from the transcript [`ParsedAuth::verify`] wrote: the canonical request
+    /// for V3 and SigV4 (hashed here), the string to sign itself for RPC and ROA v1.
+    pub fn string_to_sign(&self, transcript: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let hex = |d: &[u8]| encoding::hex_lower(d);
+        match &self.credential {
+            Credential::Acs3(_) => {
+                let digest = match self.scheme {
+                    Scheme::Acs3HmacSm3 => hex(&sm3::Sm3::digest(transcript)),
+                    _ => hex(&Sha256::digest(transcript)),
+                };
+                format!("{}\n{digest}", self.scheme.as_str())
+            }
+            Credential::SigV4(c) => {
+                format!(
+                    "{}\n{}\n{}\n{}",
+                    sigv4::ALGORITHM,
+                    c.amz_date,
+                    c.scope,
+                    hex(&Sha256::digest(transcript))
+                )
+            }
+            Credential::Rpc(_) | Credential::Roa(_) => {
+                String::from_utf8_lossy(transcript).into_owned()
+            }
+        }
+    }
+}
+
 /// Finds the signature scheme of a request and extracts its credential.
 pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     let mut auth = req.headers.get_all(http::header::AUTHORIZATION).iter();

@@ -182,6 +182,11 @@ pub fn verify(
             write_resource(path, &query, bare, &mut mac);
             // verify_slice compares in constant time.
             if mac.0.verify_slice(&cred.signature).is_ok() {
+                if let Some(t) = transcript {
+                    // The variant that matched, for explanations.
+                    write_prefix(req, t);
+                    write_resource(path, &query, bare, t);
+                }
                 return Ok(());
             }
         }
