@@ -25,7 +25,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::Akgate;
+use common::{Akgate, sdk_python};
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,34 +45,6 @@ use std::time::{Duration, Instant};
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Must equal `OBJECT_BODY` in aws_botocore.py.
 const S3_OBJECT_BODY: &[u8] = b"interop object body\n";
-
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("AKGATE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var("AKGATE_SKIP_INTEROP").as_deref() == Ok("1") {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must not skip the SDK interop test"
-        );
-        eprintln!("SKIPPED: AKGATE_SKIP_INTEROP=1 — the official SDKs were not exercised");
-        return None;
-    }
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/setup-venv.sh"
-        ))
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "could not create the SDK virtualenv (set AKGATE_SKIP_INTEROP=1 to skip offline):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    Some(PathBuf::from(stdout.lines().last().unwrap().trim()))
-}
 
 // ------------------------------------------------------------------------------------------------
 // Credentials and rules
@@ -830,7 +802,7 @@ fn print_seen(instance: &str, seen: &[Seen]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_interop() {
-    let Some(python) = python() else { return };
+    let Some(python) = sdk_python() else { return };
 
     let ali_up = upstream(Mode::Alibaba).await;
     let ali_dir = tempfile::tempdir().unwrap();

@@ -9,40 +9,11 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("AKGATE_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var("AKGATE_SKIP_INTEROP").as_deref() == Ok("1") {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must not skip the SDK interop test"
-        );
-        eprintln!("SKIPPED: AKGATE_SKIP_INTEROP=1 — the official SDK was not exercised");
-        return None;
-    }
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/setup-venv.sh"
-        ))
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "could not create the SDK virtualenv (set AKGATE_SKIP_INTEROP=1 to skip offline):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    Some(PathBuf::from(stdout.lines().last().unwrap().trim()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_v3() {
-    let Some(python) = python() else { return };
+    let Some(python) = sdk_python() else { return };
     let up = upstream().await;
     let slow = hanging_upstream().await;
     let dir = tempfile::tempdir().unwrap();

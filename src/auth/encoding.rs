@@ -17,6 +17,15 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// Feeds a MAC through the [`Sink`] interface, so a string to sign can be streamed into it.
+pub struct MacSink<M: hmac::Mac>(pub M);
+
+impl<M: hmac::Mac> Sink for MacSink<M> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
 /// Writes to two sinks at once (hash and transcript).
 pub struct Tee<'a, A: Sink, B: Sink>(pub &'a mut A, pub &'a mut B);
 

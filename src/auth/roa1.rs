@@ -13,7 +13,7 @@ use hmac::Mac;
 use md5::{Digest, Md5};
 use std::borrow::Cow;
 
-use super::encoding::{Sink, percent_decode, raw_pairs};
+use super::encoding::{MacSink, Sink, percent_decode, raw_pairs};
 use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete, single_header};
 use crate::error::Rejection;
 use crate::rules::KeyMaterial;
@@ -128,14 +128,6 @@ fn write_resource(path: &[u8], query: &[Pair<'_>], empty_as_bare_key: bool, out:
             out.put(b"=");
             out.put(v);
         }
-    }
-}
-
-struct MacSink<M: Mac>(M);
-
-impl<M: Mac> Sink for MacSink<M> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
     }
 }
 

@@ -10,7 +10,7 @@ use base64::Engine;
 use hmac::Mac;
 use std::borrow::Cow;
 
-use super::encoding::{Sink, percent_decode, percent_encode_into, raw_pairs};
+use super::encoding::{MacSink, Sink, percent_decode, percent_encode_into, raw_pairs};
 use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete};
 use crate::error::Rejection;
 use crate::rules::KeyMaterial;
@@ -142,15 +142,6 @@ struct Encoding<'s, S: Sink>(&'s mut S);
 impl<S: Sink> Sink for Encoding<'_, S> {
     fn put(&mut self, bytes: &[u8]) {
         percent_encode_into(bytes, self.0);
-    }
-}
-
-/// Feeds a MAC through the [`Sink`] interface.
-struct MacSink<M: Mac>(M);
-
-impl<M: Mac> Sink for MacSink<M> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
     }
 }
 

@@ -707,3 +707,34 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The Python of the SDK virtualenv: `AKGATE_PYTHON`, else the venv `tests/interop/setup-venv.sh`
+/// creates (PyPI must be reachable). `AKGATE_SKIP_INTEROP=1` skips the SDK tests (`None`), except
+/// under CI, where skipping would hide a failure.
+pub fn sdk_python() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("AKGATE_PYTHON") {
+        return Some(p.into());
+    }
+    if std::env::var("AKGATE_SKIP_INTEROP").as_deref() == Ok("1") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must not skip the SDK interop tests"
+        );
+        eprintln!("SKIPPED: AKGATE_SKIP_INTEROP=1 — the official SDKs were not exercised");
+        return None;
+    }
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/setup-venv.sh"
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "could not create the SDK virtualenv (set AKGATE_SKIP_INTEROP=1 to skip offline):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    Some(stdout.lines().last().unwrap().trim().into())
+}
