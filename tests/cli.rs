@@ -583,6 +583,41 @@ fn signed_rpc_request_passes_explain() {
 }
 
 #[test]
+fn signed_roa_request_passes_explain() {
+    let d = valid_set();
+    let body = d.path().join("body.json");
+    std::fs::write(&body, "{\"name\":\"web 1\"}").unwrap();
+    let body = body.display().to_string();
+    let (signed, out) = sign_then_explain(
+        &d,
+        &[
+            "--scheme",
+            "roa",
+            "--method",
+            "PUT",
+            "--url",
+            "http://ecs.test/clusters/c%201/tags?empty=&RegionId=cn-hangzhou",
+            "--action",
+            "TagCluster",
+            "--header",
+            "content-type: application/json",
+            "--body-file",
+            &body,
+        ],
+    );
+    assert!(signed.contains("Authorization: acs AKOK:"), "{signed}");
+    assert!(
+        signed.contains("content-md5: "),
+        "the body is signed through Content-MD5: {signed}"
+    );
+    assert!(
+        out.contains("✓ scheme: ACS-ROA-HMAC-SHA1 for key AKOK, action TagCluster"),
+        "{out}"
+    );
+    assert!(out.contains("string to sign:\n      PUT\n"), "{out}");
+}
+
+#[test]
 fn signed_sigv4_request_passes_explain() {
     let d = valid_set();
     let (signed, out) = sign_then_explain(
