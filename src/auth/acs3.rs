@@ -7,7 +7,6 @@
 //! replay protection and the body hash must always be among them.
 
 use hmac::Mac;
-use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use sm3::Sm3;
 use std::borrow::Cow;
@@ -407,24 +406,7 @@ pub fn sign(
         "x-acs-content-sha256".into(),
         String::from_utf8_lossy(&payload).into_owned(),
     ));
-    let mut map = HeaderMap::new();
-    let mut host = None;
-    let mut names: Vec<String> = Vec::new();
-    for (n, v) in headers.iter() {
-        let lower = n.to_ascii_lowercase();
-        if lower == "host" {
-            host = Some(v.as_str());
-        } else if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(lower.as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            map.append(name, value);
-        }
-        names.push(lower);
-    }
-    names.sort();
-    names.dedup();
-    let signed = names.join(";");
+    let (map, host, signed) = super::signer_headers(headers);
     let view = RequestView {
         method,
         path,

@@ -252,6 +252,30 @@ pub fn check_action_consistency(
     Ok(())
 }
 
+/// A signer's header list in the form the verifiers read: the `HeaderMap` (without `host`), the
+/// host, and the lower-cased names sorted and deduplicated — the `SignedHeaders` of a signer that,
+/// like the Python SDK, signs every header it sends. Headers that are not valid HTTP are skipped.
+pub(crate) fn signer_headers(headers: &[(String, String)]) -> (HeaderMap, Option<&str>, String) {
+    let mut map = HeaderMap::new();
+    let mut host = None;
+    let mut names: Vec<String> = Vec::new();
+    for (n, v) in headers {
+        let lower = n.to_ascii_lowercase();
+        if lower == "host" {
+            host = Some(v.as_str());
+        } else if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(lower.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.append(name, value);
+        }
+        names.push(lower);
+    }
+    names.sort();
+    names.dedup();
+    (map, host, names.join(";"))
+}
+
 pub(crate) fn incomplete(why: &'static str) -> Rejection {
     Rejection::IncompleteSignature(Cow::Borrowed(why))
 }

@@ -223,15 +223,8 @@ pub fn sign(
             base64::engine::general_purpose::STANDARD.encode(Md5::digest(body)),
         ));
     }
-    let mut map = http::HeaderMap::new();
-    for (n, v) in headers.iter() {
-        if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            map.append(name, value);
-        }
-    }
+    // The host is not part of a ROA string to sign; only the map is needed.
+    let (map, _, _) = super::signer_headers(headers);
     let req = RequestView {
         method,
         path,

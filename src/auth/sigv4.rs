@@ -1318,24 +1318,7 @@ pub fn sign_headers(
     let body_hex = String::from_utf8_lossy(&body_hex).into_owned();
     headers.push(("x-amz-date".into(), amz_date.to_string()));
     headers.push(("x-amz-content-sha256".into(), body_hex.clone()));
-    let mut map = http::HeaderMap::new();
-    let mut host = None;
-    let mut names: Vec<String> = Vec::new();
-    for (n, v) in headers.iter() {
-        let lower = n.to_ascii_lowercase();
-        if lower == "host" {
-            host = Some(v.as_str());
-        } else if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(lower.as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            map.append(name, value);
-        }
-        names.push(lower);
-    }
-    names.sort();
-    names.dedup();
-    let signed_headers = names.join(";");
+    let (map, host, signed_headers) = super::signer_headers(headers);
     let date = amz_date.get(..8).unwrap_or_default();
     let cred = SigV4Credential {
         key_id: Cow::Borrowed(key_id),
