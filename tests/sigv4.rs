@@ -7,89 +7,22 @@
 mod common;
 
 use akgate::auth::{self, Credential, RequestView, Scheme};
-use akgate::decision::decide;
 use akgate::error::Rejection;
-use akgate::policy::NonceCache;
 use akgate::proxy::aws::code_and_status;
 use akgate::proxy::response::ErrorShape;
 use akgate::rules::{LoadOptions, Snapshot, load_dir};
 use akgate::time::parse_amz_date;
+use common::vectors::{Vector, decide_on, flip, header, header_map, run};
 use common::{Akgate, Req, send, upstream};
 use hmac::{Hmac, KeyInit, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::net::IpAddr;
-
-#[derive(Clone, Debug)]
-struct Vector {
-    id: String,
-    method: String,
-    path: String,
-    query: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    key_id: String,
-    secret: String,
-    service: String,
-    action: String,
-    canonical_request: String,
-    string_to_sign: String,
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("bad base64"),
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    out
-}
 
 fn vectors() -> Vec<Vector> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/signatures.json"
-    ))
-    .unwrap();
-    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let s = |v: &Value| v.as_str().unwrap().to_string();
-    let v: Vec<Vector> = all
-        .iter()
-        .filter(|v| v["scheme"] == "AWS4-HMAC-SHA256")
-        .map(|v| Vector {
-            id: s(&v["id"]),
-            method: s(&v["method"]),
-            path: s(&v["path"]),
-            query: s(&v["query"]),
-            headers: v["headers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| (s(&h[0]), s(&h[1])))
-                .collect(),
-            body: b64(v["body"].as_str().unwrap()),
-            key_id: s(&v["access_key_id"]),
-            secret: s(&v["access_key_secret"]),
-            service: s(&v["aws_service"]),
-            action: s(&v["expected"]["action"]),
-            canonical_request: s(&v["derived"]["canonical_request"]),
-            string_to_sign: s(&v["derived"]["string_to_sign"]),
-        })
+    let v: Vec<Vector> = common::vectors::all()
+        .into_iter()
+        .filter(|v| v.scheme == "AWS4-HMAC-SHA256")
         .collect();
     assert_eq!(v.len(), 7, "the fixture's SigV4 vectors");
     v
@@ -100,13 +33,6 @@ fn vectors() -> Vec<Vector> {
 /// after the last `.`), which is what high-risk lists name.
 fn expected_action(v: &Vector) -> &str {
     v.action.rsplit('.').next().unwrap()
-}
-
-fn header<'a>(v: &'a Vector, name: &str) -> Option<&'a str> {
-    v.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 fn is_presigned(v: &Vector) -> bool {
@@ -198,46 +124,6 @@ unsigned_body = "{unsigned_body}"
     )
     .unwrap();
     load_dir(dir.path(), &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn header_map(headers: &[(String, String)]) -> (HeaderMap, Option<String>) {
-    let mut map = HeaderMap::new();
-    let mut host = None;
-    for (k, v) in headers {
-        if k.eq_ignore_ascii_case("host") {
-            host = Some(v.clone());
-        }
-        map.append(
-            HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
-            HeaderValue::from_bytes(v.as_bytes()).unwrap(),
-        );
-    }
-    (map, host)
-}
-
-/// Runs the decision; returns its result and the action it read.
-fn decide_on(snap: &Snapshot, v: &Vector, now: i64) -> (Result<(), Rejection>, Option<String>) {
-    let (headers, host) = header_map(&v.headers);
-    let view = RequestView {
-        method: &v.method,
-        path: &v.path,
-        query: &v.query,
-        host: host.as_deref(),
-        headers: &headers,
-        body: &v.body,
-    };
-    let d = decide(
-        snap,
-        &view,
-        "127.0.0.1".parse::<IpAddr>().unwrap(),
-        now,
-        &NonceCache::new(),
-    );
-    (d.result, d.action.map(|a| a.into_owned()))
-}
-
-fn run(snap: &Snapshot, v: &Vector, now: i64) -> Result<(), Rejection> {
-    decide_on(snap, v, now).0
 }
 
 #[test]
@@ -398,13 +284,6 @@ fn presigned_url_is_accepted_inside_its_window_only() {
         run(&snap, &repeated, signed_at),
         Err(Rejection::IncompleteSignature(_))
     ));
-}
-
-/// Replaces byte `i` of `s` with a different letter.
-fn flip(s: &str, i: usize) -> String {
-    let mut b = s.as_bytes().to_vec();
-    b[i] = if b[i] == b'Z' { b'Y' } else { b'Z' };
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 fn signed_header_names(v: &Vector) -> Vec<String> {

@@ -2,6 +2,8 @@
 //! as a child process on 127.0.0.1 ports, a signer and a client that can pick its source address.
 #![allow(dead_code)]
 
+pub mod vectors;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
