@@ -53,13 +53,6 @@ impl Sink for Sm3 {
     }
 }
 
-fn is_token_lower(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
-}
-
 /// Parses `<ALG> Credential=<id>,SignedHeaders=<h;h>,Signature=<hex>` and checks that the request
 /// carries and signs everything it must.
 pub fn parse<'a>(
@@ -106,21 +99,8 @@ pub fn parse<'a>(
         ));
     }
 
-    let mut previous = "";
-    for name in signed_headers.split(';') {
-        if !is_token_lower(name) {
-            return Err(incomplete(
-                "SignedHeaders must be lower-case header names separated by `;`",
-            ));
-        }
-        if name <= previous {
-            return Err(incomplete(
-                "SignedHeaders must be sorted and without repeats",
-            ));
-        }
-        previous = name;
-    }
-    let signs = |name: &str| signed_headers.split(';').any(|n| n == name);
+    super::check_signed_headers(signed_headers)?;
+    let signs = |name: &str| super::signs(signed_headers, name);
     for required in REQUIRED_SIGNED_HEADERS {
         if !signs(required) {
             return Err(Rejection::IncompleteSignature(Cow::Owned(format!(

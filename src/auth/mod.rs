@@ -276,6 +276,38 @@ pub(crate) fn signer_headers(headers: &[(String, String)]) -> (HeaderMap, Option
     (map, host, names.join(";"))
 }
 
+fn is_token_lower(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// A `SignedHeaders` list (V3 and SigV4): lower-case header names, `;`-separated, ascending,
+/// no repeats. Anything else is refused rather than normalised: the list is signed as written.
+pub(crate) fn check_signed_headers(signed_headers: &str) -> Result<(), Rejection> {
+    let mut previous = "";
+    for name in signed_headers.split(';') {
+        if !is_token_lower(name) {
+            return Err(incomplete(
+                "SignedHeaders must be lower-case header names separated by `;`",
+            ));
+        }
+        if name <= previous {
+            return Err(incomplete(
+                "SignedHeaders must be sorted and without repeats",
+            ));
+        }
+        previous = name;
+    }
+    Ok(())
+}
+
+/// Whether a validated `SignedHeaders` list names `name`.
+pub(crate) fn signs(signed_headers: &str, name: &str) -> bool {
+    signed_headers.split(';').any(|n| n == name)
+}
+
 pub(crate) fn incomplete(why: &'static str) -> Rejection {
     Rejection::IncompleteSignature(Cow::Borrowed(why))
 }

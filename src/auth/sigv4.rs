@@ -28,7 +28,10 @@ use super::encoding::{
     Sink, Tee, canonical, hex_decode_into, hex_lower_into, percent_decode, percent_encode_into,
     raw_pairs,
 };
-use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete, single_header};
+use super::{
+    Credential, ParsedAuth, RequestView, Scheme, Window, check_signed_headers, incomplete, signs,
+    single_header,
+};
 use crate::error::Rejection;
 use crate::rules::{KeyMaterial, Secret};
 use crate::time::parse_amz_date;
@@ -200,13 +203,6 @@ impl SigningKeyCache {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-fn is_token_lower(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
-}
-
 /// `<AccessKeyId>/<yyyymmdd>/<region>/<service>/aws4_request` → (key id, scope).
 fn split_credential(credential: Cow<'_, str>) -> Result<(Cow<'_, str>, Cow<'_, str>), Rejection> {
     let shape = "Credential must be <AccessKeyId>/<yyyymmdd>/<region>/<service>/aws4_request";
@@ -257,28 +253,6 @@ fn split_credential(credential: Cow<'_, str>) -> Result<(Cow<'_, str>, Cow<'_, s
         ));
     }
     Ok((key_id, scope))
-}
-
-fn check_signed_headers(signed_headers: &str) -> Result<(), Rejection> {
-    let mut previous = "";
-    for name in signed_headers.split(';') {
-        if !is_token_lower(name) {
-            return Err(incomplete(
-                "SignedHeaders must be lower-case header names separated by `;`",
-            ));
-        }
-        if name <= previous {
-            return Err(incomplete(
-                "SignedHeaders must be sorted and without repeats",
-            ));
-        }
-        previous = name;
-    }
-    Ok(())
-}
-
-fn signs(signed_headers: &str, name: &str) -> bool {
-    signed_headers.split(';').any(|n| n == name)
 }
 
 /// What every SigV4 request must sign: the host, and every `x-amz-*` header it carries (date,
