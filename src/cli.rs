@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::proxy::server::{ServeConfig, shutdown_signal, start};
+use crate::proxy::server::{ServeConfig, ShutdownOutcome, shutdown_signal, start};
 use crate::rules::LoadOptions;
 
 #[derive(Debug, Parser)]
@@ -70,6 +70,72 @@ pub struct ServeArgs {
     /// Audit log: one JSON line per decision. `-` for stdout, `off`, or a file path (appended).
     #[arg(long, env = "AKGATE_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::time::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration like 500ms, 30s, 5m"))
+}
+
+/// Bounds on connections, requests, memory and time. Past a bound the caller gets a fast 503
+/// (or the connection is closed), never unbounded memory.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Connections served at once; past it each new connection gets 503 and is closed.
+    #[arg(long, env = "AKGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Connections per TCP peer address (0 = no cap). Leave 0 behind a load balancer.
+    #[arg(long, env = "AKGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Requests decided or forwarded at once (HTTP/2 streams included).
+    #[arg(long, env = "AKGATE_MAX_IN_FLIGHT", default_value_t = 2_048)]
+    pub max_in_flight: usize,
+    /// Requests that may wait for an in-flight slot (0 = 503 at once when full).
+    #[arg(long, env = "AKGATE_MAX_QUEUED", default_value_t = 1_024)]
+    pub max_queued: usize,
+    /// How long a queued request waits for a slot before 503.
+    #[arg(long, env = "AKGATE_QUEUE_TIMEOUT", default_value = "1s", value_parser = duration)]
+    pub queue_timeout: Duration,
+    /// Bytes of request bodies held in memory by all requests together.
+    #[arg(long, env = "AKGATE_MAX_BUFFERED_BODY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_buffered_body_bytes: u64,
+    /// Time allowed for a request head, and idle time between keep-alive requests (HTTP/1).
+    #[arg(long, env = "AKGATE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// Time allowed for a request body once its head is in (408 `RequestTimeout` after).
+    #[arg(long, env = "AKGATE_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_read_timeout: Duration,
+    /// A write to a client that stays blocked this long closes the connection.
+    #[arg(long, env = "AKGATE_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub write_timeout: Duration,
+    /// Replay-cache entries (nonces) kept at most; past it fresh nonces get 503 (fail closed).
+    /// Size it as requests per second x nonce lifetime.
+    #[arg(long, env = "AKGATE_MAX_NONCES", default_value_t = crate::policy::replay::DEFAULT_MAX_NONCES)]
+    pub max_nonces: usize,
+    /// On SIGTERM/SIGINT: time between /readyz turning 503 and the listener closing.
+    #[arg(long, env = "AKGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM/SIGINT: time in-flight requests get to finish once the listener is closed.
+    #[arg(long, env = "AKGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> crate::proxy::limits::Limits {
+        crate::proxy::limits::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            queue_timeout: self.queue_timeout,
+            max_buffered_body_bytes: self.max_buffered_body_bytes,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +219,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         reload_debounce: Duration::from_millis(200),
         watch: !args.no_watch,
         audit_log: args.audit_log,
+        limits: args.limits.limits(),
+        max_nonces: args.limits.max_nonces,
     };
     let running = match start(cfg).await {
         Ok(r) => r,
@@ -168,7 +236,33 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
-    running.drain();
-    tracing::info!("shutting down");
-    ExitCode::SUCCESS
+    tracing::info!(
+        delay = ?args.limits.shutdown_delay,
+        grace = ?args.limits.shutdown_grace,
+        "shutting down: not ready; send the signal again to exit at once"
+    );
+    let outcome = running
+        .shutdown(
+            args.limits.shutdown_delay,
+            args.limits.shutdown_grace,
+            shutdown_signal(),
+        )
+        .await;
+    match outcome {
+        ShutdownOutcome::Drained => {
+            tracing::info!("every in-flight request finished; exiting");
+            ExitCode::SUCCESS
+        }
+        ShutdownOutcome::GraceExpired { connections } => {
+            tracing::warn!(
+                connections,
+                "grace period over; closing the connections still open"
+            );
+            ExitCode::SUCCESS
+        }
+        ShutdownOutcome::Forced => {
+            tracing::warn!("second signal: exiting at once");
+            ExitCode::from(130)
+        }
+    }
 }

@@ -357,16 +357,27 @@ fn run<'s, 'r>(
         Some(nonce) => {
             let ttl = snap.settings.nonce_ttl.as_secs() as i64;
             let expires = (now + ttl).max(signed_at + skew) + 1;
-            if nonces.check_and_record(key.id.as_str(), nonce, now, expires)
-                == NonceOutcome::Replayed
-            {
-                trace.note(
-                    "nonce",
-                    StepVerdict::Refuse,
-                    || format!("{nonce} was used already"),
-                    None,
-                );
-                return Err(Rejection::NonceUsed);
+            match nonces.check_and_record(key.id.as_str(), nonce, now, expires) {
+                NonceOutcome::Fresh => {}
+                NonceOutcome::Replayed => {
+                    trace.note(
+                        "nonce",
+                        StepVerdict::Refuse,
+                        || format!("{nonce} was used already"),
+                        None,
+                    );
+                    return Err(Rejection::NonceUsed);
+                }
+                NonceOutcome::Full => {
+                    trace.note(
+                        "nonce",
+                        StepVerdict::Refuse,
+                        || "the nonce cache is at its bound (--max-nonces)".to_string(),
+                        None,
+                    );
+                    crate::metrics::overloaded("nonce_cache_full");
+                    return Err(Rejection::Overloaded);
+                }
             }
             trace.note(
                 "nonce",

@@ -192,6 +192,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         watch: true,
         // The demo prints its own summary; its audit lines would bury it.
         audit_log: "off".into(),
+        limits: Default::default(),
+        max_nonces: crate::policy::replay::DEFAULT_MAX_NONCES,
     })
     .await
     .map_err(|e| {

@@ -70,6 +70,10 @@ pub enum Rejection {
     UpstreamUnavailable,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    #[error("a bound on connections, requests, body memory or nonces was reached")]
+    Overloaded,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
 }
 
 impl Rejection {
@@ -97,6 +101,8 @@ impl Rejection {
             Rejection::SourceThrottled => "Throttling.AuthFailure",
             Rejection::UpstreamUnavailable => "ServiceUnavailable",
             Rejection::UpstreamTimeout => "GatewayTimeout",
+            Rejection::Overloaded => "ServiceUnavailable",
+            Rejection::RequestTimeout => "RequestTimeout",
         }
     }
 
@@ -110,6 +116,8 @@ impl Rejection {
             Rejection::SourceThrottled => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -170,6 +178,12 @@ impl Rejection {
             Rejection::UpstreamTimeout => {
                 "The service did not respond in time: the upstream timed out.".into()
             }
+            Rejection::Overloaded => {
+                "The request has failed due to a temporary failure of the server: too many requests at once, retry with backoff.".into()
+            }
+            Rejection::RequestTimeout => {
+                "The request body was not received in time: send the whole body without pausing.".into()
+            }
         }
     }
 
@@ -177,6 +191,7 @@ impl Rejection {
     pub fn decision(&self) -> &'static str {
         match self {
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+            Rejection::Overloaded => "overloaded",
             _ => "denied",
         }
     }

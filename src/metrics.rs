@@ -83,6 +83,19 @@ fn describe() {
         WOULD_DENY,
         "Shadow rules that would have refused a request, by code"
     );
+    metrics::describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Connections being served on the public listener"
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections over a cap (reason: total, per_ip), answered 503 or closed"
+    );
+    metrics::describe_counter!(
+        OVERLOADED,
+        "Requests refused with 503 because a bound was reached, by reason"
+    );
+    metrics::describe_gauge!(NONCES, "Entries in the replay-protection nonce cache");
     metrics::describe_counter!(
         AUDIT_DROPPED,
         "Audit lines dropped because the writer was behind or the write failed"
@@ -152,4 +165,30 @@ pub fn audit_dropped() {
 
 pub fn audit_dropped_n(n: u64) {
     counter!(AUDIT_DROPPED).increment(n);
+}
+
+pub const CONNECTIONS_OPEN: &str = "akgate_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "akgate_connections_refused_total";
+pub const OVERLOADED: &str = "akgate_overloaded_total";
+pub const NONCES: &str = "akgate_nonce_cache_entries";
+
+/// Connections being served on the public listener (refused ones not counted).
+pub fn connections_open(n: usize) {
+    gauge!(CONNECTIONS_OPEN).set(n as f64);
+}
+
+/// A connection over a cap; `reason` is `total` or `per_ip`.
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A request refused with 503 because a bound was reached: `queue_full`, `queue_timeout`,
+/// `body_memory`, `nonce_cache_full`, `connection_cap`.
+pub fn overloaded(reason: &'static str) {
+    counter!(OVERLOADED, "reason" => reason).increment(1);
+}
+
+/// Entries in the replay cache, recounted by the maintenance tick.
+pub fn nonces(n: usize) {
+    gauge!(NONCES).set(n as f64);
 }

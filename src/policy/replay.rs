@@ -7,14 +7,24 @@
 
 use dashmap::DashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::time::UnixSeconds;
 
 pub struct NonceCache {
     seen: DashMap<u128, UnixSeconds>,
+    /// Entries, kept beside the map because `DashMap::len` locks every shard.
+    entries: AtomicUsize,
+    /// Past this many unexpired entries a fresh nonce is refused (fail closed) rather than
+    /// recorded: forgetting a nonce to make room would let its replay through.
+    max_entries: usize,
     k1: RandomState,
     k2: RandomState,
 }
+
+/// The default bound: about 40 bytes an entry, so at most a few hundred MB. Size it as
+/// requests per second × the nonce lifetime (up to twice `clock_skew`).
+pub const DEFAULT_MAX_NONCES: usize = 8_000_000;
 
 impl Default for NonceCache {
     fn default() -> Self {
@@ -27,12 +37,20 @@ impl Default for NonceCache {
 pub enum NonceOutcome {
     Fresh,
     Replayed,
+    /// Not seen, but the cache is at its bound: the request cannot be protected, so it is refused.
+    Full,
 }
 
 impl NonceCache {
     pub fn new() -> Self {
+        Self::with_capacity_limit(DEFAULT_MAX_NONCES)
+    }
+
+    pub fn with_capacity_limit(max_entries: usize) -> Self {
         NonceCache {
             seen: DashMap::new(),
+            entries: AtomicUsize::new(0),
+            max_entries,
             k1: RandomState::new(),
             k2: RandomState::new(),
         }
@@ -70,6 +88,12 @@ impl NonceCache {
                 }
             }
             Entry::Vacant(e) => {
+                // Checked under the shard lock, so concurrent inserts can overshoot the bound by
+                // at most one per shard.
+                if self.entries.load(Ordering::Relaxed) >= self.max_entries {
+                    return NonceOutcome::Full;
+                }
+                self.entries.fetch_add(1, Ordering::Relaxed);
                 e.insert(expires);
                 NonceOutcome::Fresh
             }
@@ -78,15 +102,21 @@ impl NonceCache {
 
     /// Drops every entry that expired at or before `now`.
     pub fn evict_expired(&self, now: UnixSeconds) {
-        self.seen.retain(|_, exp| *exp > now);
+        self.seen.retain(|_, exp| {
+            let keep = *exp > now;
+            if !keep {
+                self.entries.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
     }
 
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
     }
 }
 
@@ -133,6 +163,24 @@ mod tests {
         assert_eq!(c.len(), 5_000);
         c.evict_expired(11);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn full_cache_refuses_fresh_nonces_until_entries_expire() {
+        let c = NonceCache::with_capacity_limit(100);
+        for i in 0..100 {
+            assert_eq!(
+                c.check_and_record("k", &i.to_string(), 0, 10),
+                NonceOutcome::Fresh
+            );
+        }
+        assert_eq!(c.check_and_record("k", "new", 5, 15), NonceOutcome::Full);
+        // A replay is still recognised as one when the cache is full.
+        assert_eq!(c.check_and_record("k", "7", 5, 15), NonceOutcome::Replayed);
+        c.evict_expired(10);
+        assert!(c.is_empty());
+        assert_eq!(c.check_and_record("k", "new", 11, 20), NonceOutcome::Fresh);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

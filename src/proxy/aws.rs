@@ -60,6 +60,8 @@ fn query_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
+        Rejection::Overloaded => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
+        Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("InvalidRequest", S::BAD_REQUEST)
         }
@@ -91,6 +93,8 @@ fn json_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
+        Rejection::Overloaded => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
+        Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("ValidationException", S::BAD_REQUEST)
         }
@@ -123,6 +127,9 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", S::BAD_REQUEST),
+        // S3's own answer when it is overloaded; botocore retries it.
+        Rejection::Overloaded => ("SlowDown", S::SERVICE_UNAVAILABLE),
+        Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::BadRequest(_) => ("InvalidRequest", S::BAD_REQUEST),
     }
 }
@@ -176,8 +183,12 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
         Rejection::ContentMd5Mismatch => {
             "The Content-MD5 you specified did not match what we received.".into()
         }
+        Rejection::Overloaded if s3 => "Please reduce your request rate.".into(),
+        Rejection::RequestTimeout if s3 => "Your socket connection to the server was not read from or written to within the timeout period.".into(),
         Rejection::InvalidRoute
         | Rejection::BodyTooLarge
+        | Rejection::Overloaded
+        | Rejection::RequestTimeout
         | Rejection::BadRequest(_)
         | Rejection::SourceThrottled
         | Rejection::NonceUsed

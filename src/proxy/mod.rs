@@ -2,13 +2,15 @@
 
 pub mod aws;
 pub mod forward;
+pub mod limits;
 pub mod response;
 pub mod server;
 pub mod tls;
+pub mod write_timeout;
 
 use bytes::Bytes;
 use http::{Request, Response, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -39,6 +41,9 @@ pub struct Gateway {
     pub audit: AuditLog,
     client: forward::UpstreamClient,
     ids: RequestIds,
+    limits: limits::Limits,
+    gate: limits::RequestGate,
+    budget: limits::BodyBudget,
 }
 
 /// What the audit line needs from a decision, copied out before the request's buffers go.
@@ -62,7 +67,41 @@ impl Gateway {
             audit: AuditLog::off(),
             client: forward::client(),
             ids: RequestIds::new(),
+            gate: limits::RequestGate::new(&limits::Limits::default()),
+            budget: limits::BodyBudget::new(&limits::Limits::default()),
+            limits: limits::Limits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.gate = limits::RequestGate::new(&limits);
+        self.budget = limits::BodyBudget::new(&limits);
+        self.limits = limits;
+        self
+    }
+
+    /// The answer to every request on a connection over a connection cap: 503 in the caller's
+    /// error shape, and the connection closed after it.
+    pub fn refuse_overloaded<B>(&self, req: &Request<B>) -> Response<Body> {
+        crate::metrics::overloaded("connection_cap");
+        let snap = self.rules.load();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let route = snap.route(host, req.uri().path());
+        let (parts, ()) = clone_head(req).into_parts();
+        let shape = response::ErrorShape::of(&parts, route.map(|r| r.service.as_str()));
+        let mut resp = response::error(&Rejection::Overloaded, shape, &self.ids.next(), host);
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        resp
+    }
+
+    /// Requests being decided or forwarded now.
+    pub fn in_flight(&self) -> usize {
+        self.gate.in_flight(self.limits.max_in_flight.max(1))
     }
 
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
@@ -100,6 +139,8 @@ impl Gateway {
             {
                 return Err(Rejection::SourceThrottled);
             }
+            // Held until the answer's head is ready; a streamed answer body is not counted.
+            let _slot = self.gate.enter().await?;
             let host = host?;
             let limit = snap.settings.max_body_bytes;
             // Refuse an announced oversized body before reading any of it.
@@ -111,10 +152,15 @@ impl Gateway {
             if announced.is_some_and(|len| len > limit) {
                 return Err(Rejection::BodyTooLarge);
             }
-            let body: Bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Rejection::BodyTooLarge),
-                Err(_) => return Err(Rejection::BadRequest("the body could not be read".into())),
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let (body, _body_memory) = match tokio::time::timeout(
+                self.limits.body_read_timeout,
+                read_body(body, limit, announced, &self.budget),
+            )
+            .await
+            {
+                Ok(read) => read?,
+                Err(_) => return Err(Rejection::RequestTimeout),
             };
             let view = RequestView {
                 method: parts.method.as_str(),
@@ -226,6 +272,68 @@ impl Gateway {
         }
         resp
     }
+}
+
+/// The head of a request without its body, for the code that only looks at heads.
+fn clone_head<B>(req: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
+/// Reads the whole body, at most `limit` bytes, charging the shared body budget as it arrives.
+/// The permit returned keeps the charge until the request is done with the bytes.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    announced: Option<u64>,
+    budget: &limits::BodyBudget,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Rejection> {
+    let mut charge = None;
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<bytes::BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| Rejection::BadRequest("the body could not be read".into()))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: not signed by any scheme, so not forwarded either.
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(Rejection::BodyTooLarge);
+        }
+        if budget.charge(&mut charge, total).is_none() {
+            crate::metrics::overloaded("body_memory");
+            return Err(Rejection::Overloaded);
+        }
+        // Most bodies arrive in one frame: keep it as is, copy only when a second one comes.
+        match (&mut first, &mut rest) {
+            (None, None) => first = Some(data),
+            (Some(f), None) => {
+                let hint = announced
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0)
+                    .clamp(total, limit);
+                let mut buf = bytes::BytesMut::with_capacity(hint);
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&data);
+                first = None;
+                rest = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    let bytes = match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    };
+    Ok((bytes, charge))
 }
 
 /// The request's host: `Host` for HTTP/1.1, `:authority` for HTTP/2. Two different values would

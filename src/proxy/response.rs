@@ -139,6 +139,10 @@ fn recommendation(r: &Rejection) -> &'static str {
             "Rotate this AccessKey now: create a new one, switch clients, delete this one."
         }
         Rejection::BodyTooLarge => "Send a smaller body.",
+        Rejection::Overloaded => {
+            "Retry with exponential backoff; the official SDKs do this for 503."
+        }
+        Rejection::RequestTimeout => "Send the whole body promptly; check the client's network.",
         Rejection::BadRequest(_) => "Send a well-formed HTTP request.",
         Rejection::SourceThrottled => {
             "Check the AccessKey secret and the client clock; retry after the cool-down."

@@ -1,9 +1,11 @@
 //! Listeners and the process around them: public listener (HTTP/1.1 and HTTP/2, optional TLS),
-//! admin listener, rules watcher, SIGHUP, nonce eviction.
+//! admin listener, rules watcher, SIGHUP, nonce eviction, connection limits and graceful
+//! shutdown.
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use super::limits::{Admission, ConnTracker, Limits};
+use super::write_timeout::WriteTimeout;
 use super::{Gateway, tls};
 use crate::policy::NonceCache;
 use crate::policy::bruteforce::AuthFailureGuard;
@@ -31,6 +37,9 @@ pub struct ServeConfig {
     pub watch: bool,
     /// Where audit lines go: `-` (stdout), `off`, or a file path.
     pub audit_log: String,
+    pub limits: Limits,
+    /// Bound on the replay cache (see [`crate::policy::replay::DEFAULT_MAX_NONCES`]).
+    pub max_nonces: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,9 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub ready: Arc<AtomicBool>,
+    pub connections: Arc<ConnTracker>,
+    stop_accepting: watch::Sender<bool>,
+    accept_task: JoinHandle<GracefulShutdown>,
     _watcher: Option<store::Watcher>,
 }
 
@@ -66,10 +78,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         tracing::warn!(warning = %w, "rule warning");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let nonces = Arc::new(NonceCache::new());
+    let nonces = Arc::new(NonceCache::with_capacity_limit(cfg.max_nonces));
     let audit = crate::audit::AuditLog::open(&cfg.audit_log)?;
-    let gateway =
-        Arc::new(Gateway::new(rules.clone(), nonces.clone(), clock.clone()).with_audit(audit));
+    let gateway = Arc::new(
+        Gateway::new(rules.clone(), nonces.clone(), clock.clone())
+            .with_audit(audit)
+            .with_limits(cfg.limits.clone()),
+    );
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -103,28 +118,46 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
 
     let ready = Arc::new(AtomicBool::new(true));
     tokio::spawn(crate::admin::serve(admin_listener, rules, ready.clone()));
-    tokio::spawn(accept_loop(listener, gateway.clone(), acceptor));
+    let connections = ConnTracker::new(&cfg.limits);
+    let (stop_accepting, stop) = watch::channel(false);
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        gateway.clone(),
+        acceptor,
+        cfg.limits.clone(),
+        connections.clone(),
+        stop,
+    ));
 
     Ok(Running {
         proxy_addr,
         admin_addr,
         gateway,
         ready,
+        connections,
+        stop_accepting,
+        accept_task,
         _watcher: watcher,
     })
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // Also the idle time allowed between keep-alive requests: hyper restarts it for each head.
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(256)
+        // A peer that stops answering pings is gone; without this an idle h2 connection whose
+        // client vanished would be held until the kernel notices.
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(limits.write_timeout);
     builder
 }
 
@@ -132,10 +165,19 @@ async fn accept_loop(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-) {
-    let builder = Arc::new(connection_builder());
+    limits: Limits,
+    connections: Arc<ConnTracker>,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let builder = Arc::new(connection_builder(&limits));
+    let graceful = GracefulShutdown::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -144,39 +186,72 @@ async fn accept_loop(
                 continue;
             }
         };
+        let (guard, refusing) = match connections.admit(peer.ip()) {
+            Admission::Serve(g) => (g, false),
+            Admission::Refuse(g) => (g, true),
+            Admission::Drop => continue,
+        };
         let _ = stream.set_nodelay(true);
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
         let gateway = gateway.clone();
         let acceptor = acceptor.clone();
         let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _guard = guard;
             let svc = service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+                async move {
+                    Ok::<_, Infallible>(if refusing {
+                        gateway.refuse_overloaded(&req)
+                    } else {
+                        gateway.handle(req, peer).await
+                    })
+                }
             });
-            let result = match acceptor {
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+            let serve = async {
+                match acceptor {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let tls_stream = match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
                         .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            builder
-                                .serve_connection(TokioIo::new(tls_stream), svc)
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
+                        {
+                            Ok(Ok(tls_stream)) => tls_stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => return Ok(()),
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                        watcher.watch(conn.into_owned()).await
                     }
                 }
+            };
+            let result = if refusing {
+                // Long enough to read one request and answer it, no longer.
+                match tokio::time::timeout(Duration::from_secs(5), serve).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
+            } else {
+                serve.await
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    // Dropping the listener here closes the socket: new connections are refused by the kernel
+    // from now on, so a load balancer fails over at once instead of timing out.
+    drop(listener);
+    graceful
 }
 
 fn spawn_sighup(rules: Arc<RulesStore>) {
@@ -207,6 +282,7 @@ fn spawn_maintenance(nonces: Arc<NonceCache>, guard: Arc<AuthFailureGuard>, cloc
             let now = clock.now();
             let _ = tokio::task::spawn_blocking(move || {
                 nonces.evict_expired(now);
+                crate::metrics::nonces(nonces.len());
                 let blocked = guard.evict(std::time::Instant::now());
                 crate::metrics::sources_throttled(blocked);
             })
@@ -231,9 +307,62 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every in-flight request finished within the grace period.
+    Drained,
+    /// The grace period ended with this many connections still open; they were cut.
+    GraceExpired { connections: usize },
+    /// A second signal: nothing was waited for.
+    Forced,
+}
+
 impl Running {
-    /// Marks the gateway not ready (so load balancers stop sending) before the process exits,
-    /// and writes out the audit lines still queued (waiting at most a second).
+    /// Graceful shutdown: `/readyz` turns 503 at once; after `delay` (time for load balancers to
+    /// notice) the listener closes; in-flight requests then get up to `grace` to finish, keep-alive
+    /// connections are closed after their current request and HTTP/2 clients get GOAWAY.
+    /// `interrupt` (a second signal) cuts both waits short.
+    pub async fn shutdown(
+        self,
+        delay: Duration,
+        grace: Duration,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> ShutdownOutcome {
+        self.ready.store(false, Ordering::SeqCst);
+        tokio::pin!(interrupt);
+        let outcome = async {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut interrupt => return ShutdownOutcome::Forced,
+                }
+            }
+            let _ = self.stop_accepting.send(true);
+            let graceful = match self.accept_task.await {
+                Ok(g) => g,
+                // The accept loop does not panic; if it did, there is nothing left to drain.
+                Err(_) => return ShutdownOutcome::Drained,
+            };
+            tracing::info!(
+                connections = graceful.count(),
+                ?grace,
+                "listener closed; draining in-flight requests"
+            );
+            let connections = graceful.count();
+            tokio::select! {
+                _ = graceful.shutdown() => ShutdownOutcome::Drained,
+                _ = tokio::time::sleep(grace) => ShutdownOutcome::GraceExpired { connections },
+                _ = &mut interrupt => ShutdownOutcome::Forced,
+            }
+        }
+        .await;
+        self.gateway.audit.flush(Duration::from_secs(1));
+        outcome
+    }
+
+    /// Marks the gateway not ready and writes out the audit lines still queued (waiting at most a
+    /// second), for callers that end the process without draining (the demo).
     pub fn drain(&self) {
         self.ready.store(false, Ordering::SeqCst);
         self.gateway.audit.flush(Duration::from_secs(1));

@@ -297,7 +297,7 @@ impl Akgate {
             .args(["--listen", listen, "--admin", "127.0.0.1:0"])
             .args(extra)
             .env("AKGATE_IT_SECRET_ALICE", ALICE.1)
-            .env("AKGATE_LOG", "warn")
+            .env("AKGATE_LOG", std::env::var("AKGATE_TEST_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -347,6 +347,30 @@ impl Akgate {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`…) to the gateway process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -s {name} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Lines printed on stdout after the "listening" line so far (audit lines by default).
