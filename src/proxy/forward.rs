@@ -175,6 +175,71 @@ pub async fn send(
     }
     Ok(Response::from_parts(
         parts,
-        body.map_err(Into::into).boxed(),
+        IdleTimeout::new(body, timeout).boxed(),
     ))
+}
+
+/// An upstream answer body that must keep moving: a gap of `timeout` between frames ends it
+/// with an error, so an upstream that stalls mid-answer cannot hold the client's connection (and
+/// its slot) forever. The client sees the connection cut, never a truncated answer that looks
+/// complete.
+struct IdleTimeout {
+    inner: hyper::body::Incoming,
+    timeout: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The last poll found nothing: the clock runs. Time spent while the client was not asking
+    /// for more (a slow reader) is not the upstream's fault and does not count.
+    waiting: bool,
+}
+
+impl IdleTimeout {
+    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+        }
+    }
+}
+
+impl hyper::body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = tokio::time::Instant::now() + this.timeout;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!("upstream answer stalled; cutting the connection");
+                        Poll::Ready(Some(Err("the upstream stopped sending its answer".into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
