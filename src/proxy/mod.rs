@@ -92,7 +92,7 @@ impl Gateway {
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let route = snap.route(host, req.uri().path());
         let (parts, ()) = clone_head(req).into_parts();
-        let shape = response::ErrorShape::of(&parts, route.map(|r| r.service.as_str()));
+        let shape = response::ErrorShape::of(&parts, route);
         let mut resp = response::error(&Rejection::Overloaded, shape, &self.ids.next(), host);
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -119,7 +119,7 @@ impl Gateway {
         let route = snap.route(host_str, parts.uri.path());
         // Decided from the request alone so that even a request refused before its signature is
         // parsed gets an error its SDK can read.
-        let shape = response::ErrorShape::of(&parts, route.map(|r| r.service.as_str()));
+        let shape = response::ErrorShape::of(&parts, route);
         let mut learned = Learned {
             key: None,
             source: source_ip::resolve(peer.ip(), &parts.headers, &snap.settings.trusted_proxies),

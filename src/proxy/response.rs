@@ -40,13 +40,18 @@ pub enum ErrorShape {
 }
 
 impl ErrorShape {
-    pub fn of(parts: &http::request::Parts, service: Option<&str>) -> ErrorShape {
+    /// `route` is the route the request's host and path select, if any: an AWS route's clients
+    /// are AWS SDKs, whatever their request looks like, so even a garbled `Authorization` gets an
+    /// answer they can parse.
+    pub fn of(parts: &http::request::Parts, route: Option<&crate::rules::Route>) -> ErrorShape {
         let query = parts.uri.query().unwrap_or("");
         let headers = &parts.headers;
-        let aws = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("AWS4-"))
+        let service = route.map(|r| r.service.as_str());
+        let aws = route.is_some_and(|r| r.family == crate::auth::Family::Aws)
+            || headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("AWS4-"))
             || query.contains("X-Amz-Algorithm=")
             || query.contains("X-Amz-Signature=");
         if !aws {

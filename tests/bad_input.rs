@@ -1,0 +1,1944 @@
+//! Malformed and hostile requests against the real binary over real sockets.
+//!
+//! Every case names what it sends, the answer it must get (status and error `Code`, in the error
+//! shape of the route's signature family) and whether the upstream may see it. Cases run in
+//! tables grouped by theme; after every group the gateway must still answer `/healthz` and pass a
+//! good request, and the recording upstream's count proves that nothing refused was forwarded.
+//! Byte-level cases are written to a raw `TcpStream`; the rest go through hyper's client, over
+//! HTTP/1.1 or HTTP/2 (prior knowledge).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ------------------------------------------------------------------------------------------
+// The world: write_rules' set plus AWS routes, path-prefix routes and an account whose
+// allowlist holds link-local addresses.
+
+const AWS: (&str, &str) = ("AKIABADINPUTTEST0001", "aws-secret-for-bad-input-tests/+x");
+/// Account 300 admits fe80::/10 and 127.0.0.1 (the latter so the key works without a proxy).
+const ZONED: (&str, &str) = ("AKZONEDKEY000001", "zoned-secret-for-tests-only");
+
+struct World {
+    dir: tempfile::TempDir,
+    up: Upstream,
+    gw: Akgate,
+    /// `127.0.0.1:<port>`: routed to the `ecs` service.
+    host: String,
+}
+
+async fn world() -> World {
+    let up = upstream().await;
+    let slow = hanging_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path(), up.addr, slow);
+    std::fs::write(
+        dir.path().join("extra.toml"),
+        format!(
+            r#"
+[[account]]
+id = "300"
+api_source_cidrs = ["fe80::/10", "127.0.0.1/32"]
+
+[[access_key]]
+id = "{aws}"
+account = "100"
+secret = "{aws_secret}"
+status = "active"
+
+[[access_key]]
+id = "{zoned}"
+account = "300"
+secret = "{zoned_secret}"
+status = "active"
+
+[[service]]
+name = "sts"
+actions = ["GetFederationToken"]
+
+[[service]]
+name = "s3"
+actions = ["DeleteBucket"]
+
+[[service]]
+name = "dynamodb"
+actions = ["DeleteTable"]
+
+[[route]]
+host = "sts.test"
+service = "sts"
+signatures = "aws"
+upstream = "http://{up}"
+
+[[route]]
+host = "s3.test"
+service = "s3"
+signatures = "aws"
+upstream = "http://{up}"
+
+[[route]]
+host = "ddb.test"
+service = "dynamodb"
+signatures = "aws"
+upstream = "http://{up}"
+
+# One upstream serving two products under two prefixes: a path that leaves its prefix after
+# normalisation would be judged as one and executed as the other.
+[[route]]
+host = "paths.test"
+path_prefix = "/ecs"
+service = "ecs"
+upstream = "http://{up}"
+
+[[route]]
+host = "paths.test"
+path_prefix = "/ram"
+service = "ram"
+upstream = "http://{up}"
+"#,
+            aws = AWS.0,
+            aws_secret = AWS.1,
+            zoned = ZONED.0,
+            zoned_secret = ZONED.1,
+            up = up.addr,
+        ),
+    )
+    .unwrap();
+    let gw = Akgate::start(dir.path(), "127.0.0.1:0", &["--audit-log", "off"]);
+    let host = gw.proxy.to_string();
+    World { dir, up, gw, host }
+}
+
+impl World {
+    fn good(&self) -> Req {
+        signed(&self.host, "DescribeRegions", "", ALICE, b"", 0)
+    }
+
+    /// After a group: the process answers its admin listener and still forwards a good request.
+    async fn assert_alive(&self) {
+        assert_eq!(admin_get(self.gw.admin, "/healthz").await.status, 200);
+        let before = self.up.count();
+        let r = send(self.gw.proxy, &self.good()).await;
+        assert_eq!(
+            r.status,
+            200,
+            "a good request after the group: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(self.up.count(), before + 1);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Expectations and the table runner.
+
+/// What a case must produce.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// Verified and forwarded: 200 from the upstream, which saw exactly one more request.
+    Pass,
+    /// Refused by the gateway in Alibaba's JSON shape.
+    Ali(u16, &'static str),
+    /// Refused by the gateway in an AWS shape (query XML, JSON or S3 XML: whichever the body is,
+    /// it must carry this code, and `x-amzn-ErrorType` too).
+    Aws(u16, &'static str),
+    /// Refused while parsing HTTP itself, before any decision: this status, no JSON body.
+    Http(u16),
+}
+
+/// An answer, from hyper's client or parsed off a raw socket.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn code(&self) -> Option<String> {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|j| j["Code"].as_str().map(str::to_owned))
+    }
+}
+
+impl From<Resp> for Answer {
+    fn from(r: Resp) -> Self {
+        Answer {
+            status: r.status.as_u16(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: r.body.to_vec(),
+        }
+    }
+}
+
+/// Checks one answer; `forwarded` is how many requests the upstream saw because of it.
+fn judge(answer: &Answer, want: Want, forwarded: usize) -> Result<(), String> {
+    let fail = |why: String| {
+        Err(format!(
+            "{why}; got HTTP {} {}",
+            answer.status,
+            answer.text().chars().take(400).collect::<String>()
+        ))
+    };
+    match want {
+        Want::Pass => {
+            if answer.status != 200 || answer.body != UPSTREAM_BODY.as_bytes() {
+                return fail("expected the upstream's 200".into());
+            }
+            if forwarded != 1 {
+                return fail(format!("the upstream saw {forwarded} requests, not 1"));
+            }
+            return Ok(());
+        }
+        _ if forwarded != 0 => {
+            return fail(format!(
+                "refused, yet the upstream saw {forwarded} requests"
+            ));
+        }
+        Want::Ali(status, code) => {
+            if answer.status != status {
+                return fail(format!("expected HTTP {status} {code}"));
+            }
+            if answer.header("content-type") != Some("application/json;charset=utf-8") {
+                return fail("expected Alibaba's JSON content type".into());
+            }
+            let j: serde_json::Value = match serde_json::from_slice(&answer.body) {
+                Ok(j) => j,
+                Err(_) => return fail("expected a JSON body".into()),
+            };
+            if j["Code"] != code {
+                return fail(format!("expected Code {code}"));
+            }
+            for field in ["RequestId", "HostId", "Message", "Recommend"] {
+                if !j[field].is_string() {
+                    return fail(format!("missing {field}"));
+                }
+            }
+        }
+        Want::Aws(status, code) => {
+            if answer.status != status {
+                return fail(format!("expected HTTP {status} {code}"));
+            }
+            let text = answer.text();
+            let ct = answer.header("content-type").unwrap_or_default();
+            let shaped = if ct.starts_with("application/x-amz-json") {
+                serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .is_ok_and(|j| j["__type"] == code && j["message"].is_string())
+            } else if ct == "text/xml" {
+                text.contains("<ErrorResponse><Error><Type>Sender</Type>")
+                    && text.contains(&format!("<Code>{code}</Code>"))
+            } else if ct == "application/xml" {
+                text.contains(&format!("<Error><Code>{code}</Code>"))
+            } else {
+                false
+            };
+            if !shaped {
+                return fail(format!("expected an AWS-shaped {code}"));
+            }
+            if answer.header("x-amzn-errortype") != Some(code) {
+                return fail(format!("expected x-amzn-ErrorType {code}"));
+            }
+        }
+        Want::Http(status) => {
+            if answer.status != status {
+                return fail(format!("expected HTTP {status} from the HTTP layer"));
+            }
+            if answer.code().is_some() {
+                return fail("expected no decision (no error code) for unparseable HTTP".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A request as sent: through hyper's HTTP/1.1 client, or as raw bytes.
+enum Send {
+    H1(Req),
+    Raw(Vec<u8>),
+}
+
+struct Case {
+    name: &'static str,
+    send: Send,
+    want: Want,
+}
+
+fn case(name: &'static str, req: Req, want: Want) -> Case {
+    Case {
+        name,
+        send: Send::H1(req),
+        want,
+    }
+}
+
+fn raw_case(name: &'static str, bytes: impl Into<Vec<u8>>, want: Want) -> Case {
+    Case {
+        name,
+        send: Send::Raw(bytes.into()),
+        want,
+    }
+}
+
+/// Runs every case (all of them, even after a failure) and reports all failures at once.
+async fn run_table(w: &World, group: &str, cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    let total = cases.len();
+    for c in cases {
+        let before = w.up.count();
+        let answer = match &c.send {
+            Send::H1(req) => Answer::from(send(w.gw.proxy, req).await),
+            Send::Raw(bytes) => {
+                let ex = exchange(w.gw.proxy, None, bytes, 1).await;
+                match ex.answers.into_iter().next() {
+                    Some(a) => a,
+                    None => {
+                        failures.push(format!("{}: no answer, connection closed", c.name));
+                        continue;
+                    }
+                }
+            }
+        };
+        let forwarded = w.up.count() - before;
+        if let Err(e) = judge(&answer, c.want, forwarded) {
+            failures.push(format!("{}: {e}", c.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{group}: {} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    w.assert_alive().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 over a socket.
+
+struct Exchange {
+    answers: Vec<Answer>,
+    /// The server closed the connection after the answers.
+    closed: bool,
+}
+
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    socket.connect(addr).await.unwrap()
+}
+
+/// Parses one complete HTTP/1.1 response off the front of `buf`; `(answer, bytes used)`.
+fn parse_answer(buf: &[u8]) -> Option<(Answer, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut pos = end + 4;
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let body = if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = buf[pos..].windows(2).position(|w| w == b"\r\n")? + pos;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[pos..line_end]).ok()?, 16).ok()?;
+            pos = line_end + 2;
+            if size == 0 {
+                // No trailers from these servers: the final CRLF follows.
+                if buf.len() < pos + 2 {
+                    return None;
+                }
+                pos += 2;
+                break;
+            }
+            if buf.len() < pos + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&buf[pos..pos + size]);
+            pos += size + 2;
+        }
+        body
+    } else {
+        let len: usize = get("content-length").map_or(Some(0), |v| v.parse().ok())?;
+        if buf.len() < pos + len {
+            return None;
+        }
+        pos += len;
+        buf[end + 4..pos].to_vec()
+    };
+    Some((
+        Answer {
+            status,
+            headers,
+            body,
+        },
+        pos,
+    ))
+}
+
+/// Reads answers until `want` arrived or the server closed the connection (10 s at most: a
+/// bound on a hung test, not a speed requirement).
+async fn read_answers(s: &mut TcpStream, want: usize) -> Exchange {
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut chunk = vec![0u8; 16 * 1024];
+    while answers.len() < want {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        while let Some((a, used)) = parse_answer(&buf) {
+            answers.push(a);
+            buf.drain(..used);
+        }
+    }
+    Exchange { answers, closed }
+}
+
+/// Whether the server closes the connection (reads until EOF, 10 s at most).
+async fn closes(s: &mut TcpStream) -> bool {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn exchange(addr: SocketAddr, source: Option<IpAddr>, bytes: &[u8], want: usize) -> Exchange {
+    let mut s = connect(addr, source).await;
+    // The server may answer and close before reading everything; that is not an error here.
+    let _ = s.write_all(bytes).await;
+    read_answers(&mut s, want).await
+}
+
+/// A request as HTTP/1.1 bytes: its headers in order, `Content-Length` added for a body unless
+/// `framing` replaces it (the caller then writes the framing headers and body itself).
+fn wire_head(req: &Req, framing: Option<&str>) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\n", req.method, req.path_and_query).into_bytes();
+    for (k, v) in &req.headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    match framing {
+        Some(f) => out.extend_from_slice(f.as_bytes()),
+        None if !req.body.is_empty() => {
+            out.extend_from_slice(format!("content-length: {}\r\n", req.body.len()).as_bytes())
+        }
+        None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `req` as bytes with `name` replaced by a value of arbitrary bytes.
+fn wire_with(req: &Req, name: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = wire_head(&req.clone().without(name), None);
+    let at = out.len() - 2;
+    let mut line = format!("{name}: ").into_bytes();
+    line.extend_from_slice(value);
+    line.extend_from_slice(b"\r\n");
+    out.splice(at..at, line);
+    out.extend_from_slice(&req.body);
+    out
+}
+
+fn wire(req: &Req) -> Vec<u8> {
+    let mut out = wire_head(req, None);
+    out.extend_from_slice(&req.body);
+    out
+}
+
+/// `body` in chunked encoding, in pieces of `size`.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// Signers and request surgery.
+
+fn header<'a>(r: &'a Req, name: &str) -> &'a str {
+    r.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+/// Rewrites the Authorization header's value.
+fn auth(r: &Req, f: impl FnOnce(&str) -> String) -> Req {
+    let value = f(header(r, "authorization"));
+    r.clone().set("Authorization", &value)
+}
+
+/// Rewrites the path and query.
+fn target(r: &Req, f: impl FnOnce(&str) -> String) -> Req {
+    let mut r = r.clone();
+    r.path_and_query = f(&r.path_and_query);
+    r
+}
+
+/// Adds a second copy of a header, with the same value unless `value` is given.
+fn twice(r: &Req, name: &str, value: Option<&str>) -> Req {
+    let v = value.unwrap_or(header(r, name)).to_owned();
+    r.clone().header(name, &v)
+}
+
+/// A V3 request with every part chosen by the caller; the date is sent as given.
+#[allow(clippy::too_many_arguments)]
+fn v3(
+    host: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    action: &str,
+    key: (&str, &str),
+    body: &[u8],
+    date: &str,
+) -> Req {
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("x-acs-action".to_string(), action.to_string()),
+        ("x-acs-version".to_string(), "2014-05-26".to_string()),
+        ("x-acs-date".to_string(), date.to_string()),
+        ("x-acs-signature-nonce".to_string(), nonce()),
+    ];
+    if !body.is_empty() {
+        headers.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+    }
+    akgate::auth::acs3::sign(
+        method,
+        path,
+        query,
+        &mut headers,
+        body,
+        key.0,
+        key.1.as_bytes(),
+    );
+    Req {
+        method: method.into(),
+        path_and_query: if query.is_empty() {
+            path.into()
+        } else {
+            format!("{path}?{query}")
+        },
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+fn iso(offset: i64) -> String {
+    akgate::time::format_iso8601_utc(now() + offset)
+}
+
+/// RPC v1 with every parameter chosen by the caller (signed over exactly these).
+fn rpc(host: &str, params: &[(&str, &str)], key: (&str, &str)) -> Req {
+    let signature = akgate::auth::rpc1::sign("GET", params, key.1);
+    let enc = akgate::auth::encoding::percent_encode;
+    let mut query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    query.push(format!("Signature={}", enc(&signature)));
+    Req {
+        method: "GET".into(),
+        path_and_query: format!("/?{}", query.join("&")),
+        headers: vec![("host".into(), host.into())],
+        body: vec![],
+    }
+}
+
+fn rpc_at(host: &str, timestamp: &str) -> Req {
+    let n = nonce();
+    rpc(
+        host,
+        &[
+            ("AccessKeyId", ALICE.0),
+            ("Action", "DescribeRegions"),
+            ("Format", "JSON"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", &n),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", timestamp),
+            ("Version", "2014-05-26"),
+        ],
+        ALICE,
+    )
+}
+
+/// ROA v1 as tea-openapi sends it (with a nonce), signed by the gateway's own signer.
+fn roa(host: &str, path: &str, date: &str, body: &[u8], key: (&str, &str)) -> Req {
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        ("accept".to_string(), "application/json".to_string()),
+        ("date".to_string(), date.to_string()),
+        ("x-acs-action".to_string(), "DescribeClusters".to_string()),
+        ("x-acs-version".to_string(), "2015-12-15".to_string()),
+        ("x-acs-signature-nonce".to_string(), nonce()),
+    ];
+    if !body.is_empty() {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    akgate::auth::roa1::sign(
+        "POST",
+        path,
+        "",
+        &mut headers,
+        body,
+        key.0,
+        key.1.as_bytes(),
+    );
+    Req {
+        method: "POST".into(),
+        path_and_query: path.into(),
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+fn http_date(offset: i64) -> String {
+    akgate::time::format_http_date(now() + offset)
+}
+
+fn amz_date(t: i64) -> String {
+    akgate::time::format_iso8601_utc(t).replace(['-', ':'], "")
+}
+
+/// SigV4 in the Authorization header, signed by the gateway's botocore-style signer.
+#[allow(clippy::too_many_arguments)]
+fn sigv4_at(
+    method: &str,
+    host: &str,
+    path: &str,
+    query: &str,
+    service: &str,
+    mut headers: Vec<(String, String)>,
+    body: &[u8],
+    amz: &str,
+) -> Req {
+    headers.insert(0, ("host".into(), host.into()));
+    akgate::auth::sigv4::sign_headers(
+        method,
+        path,
+        query,
+        &mut headers,
+        body,
+        AWS.0,
+        AWS.1.as_bytes(),
+        "us-east-1",
+        service,
+        amz,
+    );
+    Req {
+        method: method.into(),
+        path_and_query: if query.is_empty() {
+            path.into()
+        } else {
+            format!("{path}?{query}")
+        },
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+const STS_BODY: &[u8] = b"Action=GetCallerIdentity&Version=2011-06-15";
+
+fn sts_at(amz: &str) -> Req {
+    sigv4_at(
+        "POST",
+        "sts.test",
+        "/",
+        "",
+        "sts",
+        vec![(
+            "content-type".into(),
+            "application/x-www-form-urlencoded; charset=utf-8".into(),
+        )],
+        STS_BODY,
+        amz,
+    )
+}
+
+fn sts() -> Req {
+    sts_at(&amz_date(now()))
+}
+
+fn ddb() -> Req {
+    sigv4_at(
+        "POST",
+        "ddb.test",
+        "/",
+        "",
+        "dynamodb",
+        vec![
+            ("content-type".into(), "application/x-amz-json-1.0".into()),
+            ("x-amz-target".into(), "DynamoDB_20120810.ListTables".into()),
+        ],
+        b"{}",
+        &amz_date(now()),
+    )
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    akgate::auth::encoding::hex_lower(&Sha256::digest(data))
+}
+
+/// A presigned S3 GET, signed independently of the gateway's verifier: `extra` query parameters
+/// (already encoded, sorted after the X-Amz-* ones) are signed too.
+fn presigned_s3(path: &str, signed_at: i64, expires: &str, extra: &str) -> Req {
+    let date = amz_date(signed_at);
+    let scope = format!("{}/us-east-1/s3/aws4_request", &date[..8]);
+    let credential = format!("{}/{scope}", AWS.0).replace('/', "%2F");
+    let mut query = format!(
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}&X-Amz-Date={date}\
+         &X-Amz-Expires={expires}&X-Amz-SignedHeaders=host"
+    );
+    if !extra.is_empty() {
+        query = format!("{query}&{extra}");
+    }
+    let canonical = format!("GET\n{path}\n{query}\nhost:s3.test\n\nhost\nUNSIGNED-PAYLOAD");
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+        hex_sha256(canonical.as_bytes())
+    );
+    let mut mac = akgate::auth::sigv4::derive_signing_mac(
+        &akgate::rules::Secret::new(AWS.1.as_bytes()),
+        &date[..8],
+        "us-east-1",
+        "s3",
+    );
+    hmac::Mac::update(&mut mac, sts.as_bytes());
+    let sig = akgate::auth::encoding::hex_lower(&hmac::Mac::finalize(mac).into_bytes());
+    Req {
+        method: "GET".into(),
+        path_and_query: format!("{path}?{query}&X-Amz-Signature={sig}"),
+        headers: vec![("host".into(), "s3.test".into())],
+        body: vec![],
+    }
+}
+
+fn presigned() -> Req {
+    presigned_s3("/bucket/key.txt", now(), "300", "")
+}
+
+const BIG: usize = 60 * 1024;
+
+// ------------------------------------------------------------------------------------------
+// Malformed Authorization, V3.
+
+#[tokio::test]
+async fn malformed_v3_authorization() {
+    let w = world().await;
+    let incomplete = Want::Ali(400, "IncompleteSignature");
+    let fresh = || w.good();
+    let with = |v: String| fresh().set("Authorization", &v);
+    // Each case re-signs (fresh nonce) and then rewrites Authorization the same way.
+    let rewrite = |f: &dyn Fn(&str, &str, &str, &str) -> String| {
+        let r = fresh();
+        let a = header(&r, "authorization").to_owned();
+        let (alg, fields) = a.split_once(' ').unwrap();
+        let mut p = fields.split(',');
+        let v = f(alg, p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+        r.set("Authorization", &v)
+    };
+    let raw_non_utf8 = wire_with(
+        &fresh(),
+        "Authorization",
+        b"ACS3-HMAC-SHA256 Credential=AK\xc3\xff\xfe,SignedHeaders=host,Signature=00",
+    );
+    let cases = vec![
+        case("control: as signed", fresh(), Want::Pass),
+        case(
+            "Credential missing",
+            rewrite(&|alg, _, sh, sig| format!("{alg} {sh},{sig}")),
+            incomplete,
+        ),
+        case(
+            "SignedHeaders missing",
+            rewrite(&|alg, c, _, sig| format!("{alg} {c},{sig}")),
+            incomplete,
+        ),
+        case(
+            "Signature missing",
+            rewrite(&|alg, c, sh, _| format!("{alg} {c},{sh}")),
+            incomplete,
+        ),
+        case(
+            "only the algorithm",
+            with("ACS3-HMAC-SHA256".to_owned()),
+            incomplete,
+        ),
+        case(
+            "Credential twice",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {c},{c},{sh},{sig}")),
+            incomplete,
+        ),
+        case(
+            "Signature twice",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {c},{sh},{sig},{sig}")),
+            incomplete,
+        ),
+        case(
+            "fields out of order",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {sh},{c},{sig}")),
+            incomplete,
+        ),
+        case(
+            "two Authorization headers, both the signed one",
+            twice(&fresh(), "authorization", None),
+            incomplete,
+        ),
+        case(
+            "two Authorization headers, the second garbage",
+            twice(&fresh(), "authorization", Some("Bearer x")),
+            incomplete,
+        ),
+        // Whitespace the grammar tolerates does not change what is verified.
+        case(
+            "two spaces after the algorithm",
+            rewrite(&|alg, c, sh, sig| format!("{alg}  {c},{sh},{sig}")),
+            Want::Pass,
+        ),
+        case(
+            "a space after each comma",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {c}, {sh}, {sig}")),
+            Want::Pass,
+        ),
+        case(
+            "a space before =",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {},{sh},{sig}", c.replace('=', " ="))),
+            incomplete,
+        ),
+        case(
+            "a tab instead of the space",
+            rewrite(&|alg, c, sh, sig| format!("{alg}\t{c},{sh},{sig}")),
+            incomplete,
+        ),
+        case(
+            "algorithm in lower case",
+            rewrite(&|alg, c, sh, sig| format!("{} {c},{sh},{sig}", alg.to_lowercase())),
+            incomplete,
+        ),
+        case(
+            "field names in lower case",
+            rewrite(&|alg, c, sh, sig| {
+                format!(
+                    "{alg} {},{},{}",
+                    c.replace("Credential", "credential"),
+                    sh.replace("SignedHeaders", "signedheaders"),
+                    sig.replace("Signature", "signature")
+                )
+            }),
+            incomplete,
+        ),
+        case(
+            "an unknown ACS3 algorithm",
+            rewrite(&|_, c, sh, sig| format!("ACS3-HMAC-SHA512 {c},{sh},{sig}")),
+            incomplete,
+        ),
+        // The SM3 body digest of an empty body is not the SHA-256 one the client declared.
+        case(
+            "algorithm relabelled SM3",
+            rewrite(&|_, c, sh, sig| format!("ACS3-HMAC-SM3 {c},{sh},{sig}")),
+            Want::Ali(400, "InvalidContentSha256"),
+        ),
+        case(
+            "algorithm relabelled RSA",
+            rewrite(&|_, c, sh, sig| format!("ACS3-RSA-SHA256 {c},{sh},{sig}")),
+            incomplete,
+        ),
+        case(
+            "60 KB Credential",
+            rewrite(&|alg, _, sh, sig| format!("{alg} Credential={},{sh},{sig}", "A".repeat(BIG))),
+            Want::Ali(404, "InvalidAccessKeyId.NotFound"),
+        ),
+        case(
+            "60 KB Signature",
+            rewrite(&|alg, c, sh, _| format!("{alg} {c},{sh},Signature={}", "a".repeat(BIG))),
+            incomplete,
+        ),
+        case(
+            "60 KB SignedHeaders",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {c},{sh};{},{sig}", "x".repeat(BIG))),
+            // A well-formed list naming a header that was not sent: it is canonicalised as
+            // empty, which is not what the client signed.
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        case(
+            "empty Authorization",
+            fresh().set("Authorization", ""),
+            incomplete,
+        ),
+        case(
+            "empty Credential",
+            rewrite(&|alg, _, sh, sig| format!("{alg} Credential=,{sh},{sig}")),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "empty SignedHeaders",
+            rewrite(&|alg, c, _, sig| format!("{alg} {c},SignedHeaders=,{sig}")),
+            incomplete,
+        ),
+        case(
+            "empty Signature",
+            rewrite(&|alg, c, sh, _| format!("{alg} {c},{sh},Signature=")),
+            incomplete,
+        ),
+        case(
+            "trailing comma",
+            rewrite(&|alg, c, sh, sig| format!("{alg} {c},{sh},{sig},")),
+            incomplete,
+        ),
+        case(
+            "non-hex Signature of the right length",
+            rewrite(&|alg, c, sh, _| format!("{alg} {c},{sh},Signature={}", "g".repeat(64))),
+            incomplete,
+        ),
+        case(
+            "one Signature digit changed",
+            rewrite(&|alg, c, sh, sig| {
+                let last = if sig.ends_with('0') { "1" } else { "0" };
+                format!("{alg} {c},{sh},{}{last}", &sig[..sig.len() - 1])
+            }),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        raw_case("non-UTF-8 bytes in Authorization", raw_non_utf8, incomplete),
+    ];
+    run_table(&w, "V3 Authorization", cases).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Malformed RPC v1 parameters.
+
+#[tokio::test]
+async fn malformed_rpc_parameters() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let incomplete = Want::Ali(400, "IncompleteSignature");
+    let fresh = || rpc_signed(h, "GET", "DescribeRegions", &[], ALICE, 0);
+    // Replaces the first `name=value` pair of the query.
+    let edit = |name: &str, f: &dyn Fn(&str) -> String| {
+        target(&fresh(), |pq| {
+            let (path, q) = pq.split_once('?').unwrap();
+            let pairs: Vec<String> = q
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) if k == name => f(v),
+                    _ => p.to_owned(),
+                })
+                .filter(|p| !p.is_empty())
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        })
+    };
+    let value_of = |r: &Req, name: &str| {
+        r.path_and_query
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let form_sig = {
+        let r = fresh();
+        let sig = value_of(&r, "Signature");
+        let mut r = r.set("content-type", "application/x-www-form-urlencoded");
+        r.body = format!("Signature={sig}").into_bytes();
+        r
+    };
+    let cases = vec![
+        case("control: as signed", fresh(), Want::Pass),
+        case(
+            "Signature removed",
+            edit("Signature", &|_| String::new()),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "Signature twice",
+            edit("Signature", &|v| format!("Signature={v}&Signature={v}")),
+            incomplete,
+        ),
+        case(
+            "Signature in the query and in the form body",
+            form_sig,
+            incomplete,
+        ),
+        case(
+            "AccessKeyId twice",
+            edit("AccessKeyId", &|v| {
+                format!("AccessKeyId={v}&AccessKeyId={v}")
+            }),
+            incomplete,
+        ),
+        case(
+            "AccessKeyId twice, the second another key",
+            edit("AccessKeyId", &|v| {
+                format!("AccessKeyId={v}&AccessKeyId={}", LEAKED.0)
+            }),
+            incomplete,
+        ),
+        case(
+            "AccessKeyId removed",
+            edit("AccessKeyId", &|_| String::new()),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "AccessKeyId empty",
+            edit("AccessKeyId", &|_| "AccessKeyId=".into()),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "AccessKeyId 60 KB",
+            edit("AccessKeyId", &|_| {
+                format!("AccessKeyId={}", "A".repeat(BIG))
+            }),
+            Want::Ali(404, "InvalidAccessKeyId.NotFound"),
+        ),
+        case(
+            "AccessKeyId not UTF-8",
+            edit("AccessKeyId", &|v| format!("AccessKeyId={v}%FF")),
+            incomplete,
+        ),
+        case(
+            "SignatureNonce removed",
+            edit("SignatureNonce", &|_| String::new()),
+            incomplete,
+        ),
+        case(
+            "SignatureNonce empty",
+            edit("SignatureNonce", &|_| "SignatureNonce=".into()),
+            incomplete,
+        ),
+        case(
+            "SignatureNonce twice",
+            edit("SignatureNonce", &|v| {
+                format!("SignatureNonce={v}&SignatureNonce={v}x")
+            }),
+            incomplete,
+        ),
+        case(
+            "Timestamp removed",
+            edit("Timestamp", &|_| String::new()),
+            incomplete,
+        ),
+        case(
+            "Timestamp garbage",
+            edit("Timestamp", &|_| "Timestamp=yesterday".into()),
+            Want::Ali(400, "InvalidTimeStamp.Format"),
+        ),
+        case(
+            "Signature not base64",
+            edit("Signature", &|_| "Signature=not*base64!".into()),
+            incomplete,
+        ),
+        case(
+            "Signature a non-UTF-8 escape",
+            edit("Signature", &|_| "Signature=%FF%FE".into()),
+            incomplete,
+        ),
+        case(
+            "Signature 60 KB",
+            edit("Signature", &|_| format!("Signature={}", "A".repeat(BIG))),
+            incomplete,
+        ),
+        case(
+            "Signature of another request",
+            edit("Signature", &|_| {
+                format!("Signature={}", value_of(&fresh(), "Signature"))
+            }),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        // Parameter names are case-sensitive: `signature` is not a signature.
+        case(
+            "signature in lower case",
+            edit("Signature", &|v| format!("signature={v}")),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "accesskeyid in lower case",
+            edit("AccessKeyId", &|v| format!("accesskeyid={v}")),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "SignatureMethod HMAC-SHA256",
+            edit("SignatureMethod", &|_| "SignatureMethod=HMAC-SHA256".into()),
+            incomplete,
+        ),
+        case(
+            "SignatureVersion 2.0",
+            edit("SignatureVersion", &|_| "SignatureVersion=2.0".into()),
+            incomplete,
+        ),
+        case(
+            "Action twice, differently",
+            edit("Action", &|v| format!("Action={v}&action=DeleteInstance")),
+            incomplete,
+        ),
+        case(
+            "a path other than /",
+            target(&fresh(), |pq| format!("/x{pq}")),
+            incomplete,
+        ),
+        // Empty pairs are no parameters: the signed set is unchanged, and the upstream receives
+        // the query byte for byte.
+        case(
+            "empty pairs around the parameters",
+            target(&fresh(), |pq| pq.replacen('?', "?&&", 1) + "&"),
+            Want::Pass,
+        ),
+    ];
+    run_table(&w, "RPC v1 parameters", cases).await;
+    let r = target(&fresh(), |pq| pq.replacen('?', "?&&", 1) + "&");
+    assert_eq!(send(w.gw.proxy, &r).await.status, 200);
+    assert_eq!(w.up.last().path_and_query, r.path_and_query);
+}
+
+// ------------------------------------------------------------------------------------------
+// Malformed ROA v1 `Authorization: acs ID:SIG`.
+
+#[tokio::test]
+async fn malformed_roa_authorization() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let incomplete = Want::Ali(400, "IncompleteSignature");
+    let fresh = || roa(h, "/clusters", &http_date(0), b"", ALICE);
+    let sig_of = |r: &Req| {
+        header(r, "authorization")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let cases = vec![
+        case("control: as signed", fresh(), Want::Pass),
+        case(
+            "with a body and its Content-MD5",
+            roa(h, "/clusters", &http_date(0), b"{\"a\":1}", ALICE),
+            Want::Pass,
+        ),
+        case(
+            "nothing after acs",
+            fresh().set("Authorization", "acs "),
+            incomplete,
+        ),
+        case(
+            "no colon",
+            auth(&fresh(), |a| a.replace(':', "")),
+            incomplete,
+        ),
+        case(
+            "empty AccessKeyId",
+            auth(&fresh(), |a| {
+                format!("acs :{}", a.rsplit(':').next().unwrap())
+            }),
+            Want::Ali(400, "MissingAccessKeyId"),
+        ),
+        case(
+            "empty signature",
+            fresh().set("Authorization", &format!("acs {}:", ALICE.0)),
+            incomplete,
+        ),
+        case(
+            "a second colon",
+            auth(&fresh(), |a| format!("{a}:extra")),
+            incomplete,
+        ),
+        case(
+            "scheme in upper case",
+            auth(&fresh(), |a| a.replacen("acs", "ACS", 1)),
+            incomplete,
+        ),
+        case(
+            "two spaces after acs",
+            auth(&fresh(), |a| a.replacen("acs ", "acs  ", 1)),
+            Want::Pass,
+        ),
+        case(
+            "a space after the colon",
+            auth(&fresh(), |a| a.replacen(':', ": ", 1)),
+            incomplete,
+        ),
+        case(
+            "trailing comma",
+            auth(&fresh(), |a| format!("{a},")),
+            incomplete,
+        ),
+        case(
+            "60 KB signature",
+            fresh().set(
+                "Authorization",
+                &format!("acs {}:{}", ALICE.0, "A".repeat(BIG)),
+            ),
+            incomplete,
+        ),
+        case(
+            "two Authorization headers",
+            twice(&fresh(), "authorization", None),
+            incomplete,
+        ),
+        case(
+            "signature of another request",
+            {
+                let other = sig_of(&fresh());
+                auth(&fresh(), |a| {
+                    format!("{}:{other}", a.rsplit_once(':').unwrap().0)
+                })
+            },
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        case("Date missing", fresh().without("date"), incomplete),
+        case("Date twice", twice(&fresh(), "date", None), incomplete),
+        case(
+            "x-acs-signature-nonce twice",
+            twice(&fresh(), "x-acs-signature-nonce", None),
+            incomplete,
+        ),
+        case(
+            "Content-MD5 not the body's",
+            {
+                let mut r = roa(h, "/clusters", &http_date(0), b"{\"a\":1}", ALICE);
+                r.body = b"{\"a\":2}".to_vec();
+                r
+            },
+            Want::Ali(400, "InvalidContentMD5"),
+        ),
+        raw_case(
+            "non-UTF-8 bytes in Authorization",
+            wire_with(&fresh(), "Authorization", b"acs AK\xff:AAAA"),
+            incomplete,
+        ),
+    ];
+    run_table(&w, "ROA v1 Authorization", cases).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Malformed SigV4, in the header and presigned: AWS error shapes and codes.
+
+#[tokio::test]
+async fn malformed_sigv4_header_and_presigned() {
+    let w = world().await;
+    let incomplete = Want::Aws(400, "IncompleteSignature");
+    let rewrite = |r: Req, f: &dyn Fn(&str, &str, &str) -> String| {
+        auth(&r, |a| {
+            let rest = a.strip_prefix("AWS4-HMAC-SHA256 ").unwrap();
+            let mut p = rest.split(", ");
+            f(p.next().unwrap(), p.next().unwrap(), p.next().unwrap())
+        })
+    };
+    let alg = "AWS4-HMAC-SHA256";
+    let presigned_edit = |f: &dyn Fn(&str) -> String| target(&presigned(), f);
+    let cases = vec![
+        case("control: STS query call", sts(), Want::Pass),
+        case("control: DynamoDB JSON call", ddb(), Want::Pass),
+        case("control: presigned S3 GET", presigned(), Want::Pass),
+        case(
+            "Credential missing",
+            rewrite(sts(), &|_, sh, sig| format!("{alg} {sh}, {sig}")),
+            incomplete,
+        ),
+        case(
+            "Signature missing",
+            rewrite(sts(), &|c, sh, _| format!("{alg} {c}, {sh}")),
+            incomplete,
+        ),
+        case(
+            "Signature twice",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {c}, {sh}, {sig}, {sig}")
+            }),
+            incomplete,
+        ),
+        case(
+            "trailing comma",
+            rewrite(sts(), &|c, sh, sig| format!("{alg} {c}, {sh}, {sig},")),
+            incomplete,
+        ),
+        case(
+            "two Authorization headers",
+            twice(&sts(), "authorization", None),
+            incomplete,
+        ),
+        case(
+            "algorithm in lower case",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("aws4-hmac-sha256 {c}, {sh}, {sig}")
+            }),
+            incomplete,
+        ),
+        case(
+            "AWS4-HMAC-SHA512",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("AWS4-HMAC-SHA512 {c}, {sh}, {sig}")
+            }),
+            incomplete,
+        ),
+        case(
+            "field names in lower case",
+            rewrite(sts(), &|c, sh, sig| {
+                format!(
+                    "{alg} {}, {sh}, {sig}",
+                    c.replace("Credential", "credential")
+                )
+            }),
+            incomplete,
+        ),
+        case(
+            "empty Credential",
+            rewrite(sts(), &|_, sh, sig| {
+                format!("{alg} Credential=, {sh}, {sig}")
+            }),
+            Want::Aws(403, "MissingAuthenticationToken"),
+        ),
+        case(
+            "Credential without a scope",
+            rewrite(sts(), &|_, sh, sig| {
+                format!("{alg} Credential={}, {sh}, {sig}", AWS.0)
+            }),
+            incomplete,
+        ),
+        case(
+            "Credential scope for another service",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {}, {sh}, {sig}", c.replace("/sts/", "/iam/"))
+            }),
+            incomplete,
+        ),
+        case(
+            "Credential 60 KB",
+            rewrite(sts(), &|_, sh, sig| {
+                format!("{alg} Credential={}, {sh}, {sig}", "A".repeat(BIG))
+            }),
+            incomplete,
+        ),
+        case(
+            "Signature of 63 digits",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {c}, {sh}, {}", &sig[..sig.len() - 1])
+            }),
+            incomplete,
+        ),
+        case(
+            "empty SignedHeaders",
+            rewrite(sts(), &|c, _, sig| {
+                format!("{alg} {c}, SignedHeaders=, {sig}")
+            }),
+            incomplete,
+        ),
+        case(
+            "SignedHeaders without host",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {c}, {}, {sig}", sh.replace("host;", ""))
+            }),
+            incomplete,
+        ),
+        case(
+            "SignedHeaders without x-amz-date",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {c}, {}, {sig}", sh.replace(";x-amz-date", ""))
+            }),
+            incomplete,
+        ),
+        case(
+            "SignedHeaders not sorted",
+            rewrite(sts(), &|c, sh, sig| {
+                format!(
+                    "{alg} {c}, {}, {sig}",
+                    sh.replace("content-type;host", "host;content-type")
+                )
+            }),
+            incomplete,
+        ),
+        case(
+            "SignedHeaders in upper case",
+            rewrite(sts(), &|c, sh, sig| {
+                format!("{alg} {c}, {}, {sig}", sh.replace("host", "Host"))
+            }),
+            incomplete,
+        ),
+        case(
+            "X-Amz-Date twice",
+            twice(&sts(), "x-amz-date", None),
+            incomplete,
+        ),
+        case(
+            "x-amz-content-sha256 not the body's",
+            {
+                let mut r = sts();
+                r.body = b"Action=GetFederationToken&Version=2011-06-15".to_vec();
+                r
+            },
+            Want::Aws(400, "XAmzContentSHA256Mismatch"),
+        ),
+        case(
+            "one Signature digit changed (JSON protocol)",
+            rewrite(ddb(), &|c, sh, sig| {
+                let last = if sig.ends_with('0') { "1" } else { "0" };
+                format!("{alg} {c}, {sh}, {}{last}", &sig[..sig.len() - 1])
+            }),
+            Want::Aws(400, "InvalidSignatureException"),
+        ),
+        case(
+            "SignedHeaders without x-amz-target (JSON protocol)",
+            rewrite(ddb(), &|c, sh, sig| {
+                format!("{alg} {c}, {}, {sig}", sh.replace(";x-amz-target", ""))
+            }),
+            Want::Aws(400, "IncompleteSignatureException"),
+        ),
+        raw_case(
+            "non-UTF-8 bytes in Authorization",
+            wire_with(
+                &sts(),
+                "Authorization",
+                b"AWS4-HMAC-SHA256 Credential=\xff\xfe",
+            ),
+            incomplete,
+        ),
+        // Presigned URLs: every X-Amz-* parameter once, well-formed.
+        case(
+            "presigned: X-Amz-Signature twice",
+            presigned_edit(&|pq| {
+                let sig = pq.rsplit('=').next().unwrap().to_owned();
+                format!("{pq}&X-Amz-Signature={sig}")
+            }),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Credential missing",
+            presigned_edit(&|pq| {
+                pq.split('&')
+                    .filter(|p| !p.starts_with("X-Amz-Credential="))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Algorithm in lower case",
+            presigned_edit(&|pq| pq.replace("=AWS4-HMAC-SHA256", "=aws4-hmac-sha256")),
+            incomplete,
+        ),
+        case(
+            "presigned: x-amz-signature in lower case",
+            presigned_edit(&|pq| pq.replace("X-Amz-Signature=", "x-amz-signature=")),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Expires 0",
+            presigned_s3("/bucket/key.txt", now(), "0", ""),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Expires over 7 days",
+            presigned_s3("/bucket/key.txt", now(), "604801", ""),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Expires negative",
+            presigned_s3("/bucket/key.txt", now(), "-1", ""),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Expires 1e3",
+            presigned_s3("/bucket/key.txt", now(), "1e3", ""),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Expires empty",
+            presigned_s3("/bucket/key.txt", now(), "", ""),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Signature not hex",
+            presigned_edit(&|pq| format!("{}{}", &pq[..pq.len() - 64], "z".repeat(64))),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-Credential not UTF-8",
+            presigned_edit(&|pq| pq.replace("X-Amz-Credential=", "X-Amz-Credential=%FF")),
+            incomplete,
+        ),
+        case(
+            "presigned: X-Amz-SignedHeaders empty",
+            presigned_edit(&|pq| pq.replace("X-Amz-SignedHeaders=host", "X-Amz-SignedHeaders=")),
+            incomplete,
+        ),
+        case(
+            "presigned: an unsigned extra parameter",
+            presigned_edit(&|pq| format!("{pq}&versionId=2")),
+            Want::Aws(403, "SignatureDoesNotMatch"),
+        ),
+        case(
+            "presigned: expired an hour ago",
+            presigned_s3("/bucket/key.txt", now() - 3600, "60", ""),
+            Want::Aws(403, "AccessDenied"),
+        ),
+    ];
+    run_table(&w, "SigV4", cases).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Signed headers: repeated, omitted, unsorted, unknown, empty.
+
+#[tokio::test]
+async fn signed_headers_repeated_omitted_or_malformed() {
+    let w = world().await;
+    let incomplete = Want::Ali(400, "IncompleteSignature");
+    let fresh = || w.good();
+    // Rewrites the SignedHeaders list of a fresh request.
+    let list = |f: &dyn Fn(&str) -> String| {
+        auth(&fresh(), |a| {
+            let start = a.find("SignedHeaders=").unwrap() + "SignedHeaders=".len();
+            let end = start + a[start..].find(',').unwrap();
+            format!("{}{}{}", &a[..start], f(&a[start..end]), &a[end..])
+        })
+    };
+    let drop_name = |name: &'static str| {
+        list(&move |l: &str| {
+            l.split(';')
+                .filter(|n| *n != name)
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+    };
+    let cases = vec![
+        case(
+            "two x-acs-date",
+            twice(&fresh(), "x-acs-date", None),
+            incomplete,
+        ),
+        case(
+            "two x-acs-date, the second another time",
+            twice(&fresh(), "x-acs-date", Some(&iso(-3600))),
+            incomplete,
+        ),
+        case(
+            "two x-acs-signature-nonce",
+            twice(&fresh(), "x-acs-signature-nonce", None),
+            incomplete,
+        ),
+        case(
+            "two x-acs-content-sha256",
+            twice(&fresh(), "x-acs-content-sha256", None),
+            incomplete,
+        ),
+        case(
+            "two x-acs-action, the second high-risk",
+            twice(&fresh(), "x-acs-action", Some("DeleteInstance")),
+            incomplete,
+        ),
+        case(
+            "two x-acs-version",
+            twice(&fresh(), "x-acs-version", None),
+            incomplete,
+        ),
+        case(
+            "two x-acs-security-token",
+            fresh()
+                .header("x-acs-security-token", "a")
+                .header("x-acs-security-token", "b"),
+            incomplete,
+        ),
+        case("host not signed", drop_name("host"), incomplete),
+        case("x-acs-date not signed", drop_name("x-acs-date"), incomplete),
+        case(
+            "x-acs-signature-nonce not signed",
+            drop_name("x-acs-signature-nonce"),
+            incomplete,
+        ),
+        case(
+            "x-acs-content-sha256 not signed",
+            drop_name("x-acs-content-sha256"),
+            incomplete,
+        ),
+        case(
+            "x-acs-action not signed",
+            drop_name("x-acs-action"),
+            incomplete,
+        ),
+        case(
+            "x-acs-version not signed",
+            drop_name("x-acs-version"),
+            incomplete,
+        ),
+        case(
+            "not sorted",
+            list(&|l: &str| {
+                let mut v: Vec<&str> = l.split(';').collect();
+                v.swap(0, 1);
+                v.join(";")
+            }),
+            incomplete,
+        ),
+        case(
+            "a name repeated",
+            list(&|l: &str| l.replacen("host", "host;host", 1)),
+            incomplete,
+        ),
+        case(
+            "a name in upper case",
+            list(&|l: &str| l.replace("host", "HOST")),
+            incomplete,
+        ),
+        case("empty", list(&|_: &str| String::new()), incomplete),
+        case("a trailing ;", list(&|l: &str| format!("{l};")), incomplete),
+        case("a leading ;", list(&|l: &str| format!(";{l}")), incomplete),
+        case(
+            "a name with a space",
+            list(&|l: &str| l.replace("host", "ho st")),
+            incomplete,
+        ),
+        // Well-formed but naming a header that is not sent: the canonical request then holds it
+        // empty, which is not what was signed.
+        case(
+            "an unknown header name",
+            list(&|l: &str| format!("{l};zz-unknown")),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        case(
+            "an x-acs-* header sent but not signed",
+            fresh().header("x-acs-resourcegroupid", "rg-1"),
+            incomplete,
+        ),
+        case(
+            "a signed header changed after signing",
+            fresh().set("accept", "text/xml"),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        case(
+            "an unsigned, unrelated header added",
+            fresh().header("x-unrelated", "1"),
+            Want::Pass,
+        ),
+    ];
+    run_table(&w, "SignedHeaders", cases).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Host: signed for one, sent with another.
+
+#[tokio::test]
+async fn host_mismatches() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let port = w.gw.proxy.port();
+    let bad = Want::Ali(400, "InvalidRequest");
+    // Signed for another port of the same address: routed to the same service, so only the
+    // signature can tell.
+    let other_port = signed(
+        &format!("127.0.0.1:{}", port + 1),
+        "DescribeRegions",
+        "",
+        ALICE,
+        b"",
+        0,
+    )
+    .set("host", h);
+    let absolute = |authority: &str, r: &Req| {
+        let mut bytes = wire(r);
+        let line = format!("{} {}", r.method, r.path_and_query);
+        let with = format!("{} http://{authority}{}", r.method, r.path_and_query);
+        let at = bytes
+            .windows(line.len())
+            .position(|x| x == line.as_bytes())
+            .unwrap();
+        bytes.splice(at..at + line.len(), with.bytes());
+        bytes
+    };
+    let cases = vec![
+        case(
+            "signed for another host",
+            other_port,
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        case(
+            "signed for ram.test, sent to the ecs host",
+            signed("ram.test", "GetUser", "", ALICE, b"", 0).set("host", h),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        raw_case(
+            "absolute-form target agreeing with Host",
+            absolute(h, &w.good()),
+            Want::Pass,
+        ),
+        raw_case(
+            "absolute-form target naming another host than Host",
+            absolute("ram.test", &w.good()),
+            bad,
+        ),
+        raw_case(
+            "absolute-form target naming the signed host, Host another",
+            absolute(
+                h,
+                &signed("ram.test", "GetUser", "", ALICE, b"", 0).set("host", h),
+            ),
+            Want::Ali(400, "SignatureDoesNotMatch"),
+        ),
+        raw_case(
+            "absolute-form target and no Host header",
+            absolute(h, &w.good().without("host")),
+            Want::Pass,
+        ),
+        case(
+            "two Host headers, equal",
+            twice(&w.good(), "host", None),
+            bad,
+        ),
+        case(
+            "two Host headers, the second ram.test",
+            twice(&w.good(), "host", Some("ram.test")),
+            bad,
+        ),
+        case(
+            "Host with a trailing dot",
+            signed(
+                &format!("127.0.0.1.:{port}"),
+                "DescribeRegions",
+                "",
+                ALICE,
+                b"",
+                0,
+            ),
+            Want::Ali(404, "InvalidRoute"),
+        ),
+        raw_case(
+            "Host not ASCII",
+            wire_with(&w.good(), "host", b"127.0.0.1\xff"),
+            bad,
+        ),
+        raw_case(
+            "no Host at all",
+            wire(&w.good().without("host")),
+            Want::Ali(404, "InvalidRoute"),
+        ),
+    ];
+    run_table(&w, "Host", cases).await;
+    // What the upstream saw of an absolute-form request: the origin-form path and the Host.
+    let r = w.good();
+    let ex = exchange(w.gw.proxy, None, &absolute(h, &r), 1).await;
+    assert_eq!(ex.answers[0].status, 200);
+    let seen = w.up.last();
+    assert_eq!(seen.path_and_query, "/");
+    assert_eq!(seen.headers["host"], h);
+}
+
+// ------------------------------------------------------------------------------------------
+// Bodies: shorter or longer than announced, hash mismatches, chunked, over the limit.
+
+#[tokio::test]
+async fn bodies_framing_hashes_and_limits() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let body = b"InstanceName=web&Description=a%20b".to_vec();
+    let fresh = || signed(h, "CreateThing", "", ALICE, &body, 0);
+    let chunked_req = |r: &Req| {
+        let mut bytes = wire_head(r, Some("transfer-encoding: chunked\r\n"));
+        bytes.extend_from_slice(&chunked(&r.body, 7));
+        bytes
+    };
+    let tampered_chunked = {
+        let r = fresh();
+        let mut bytes = wire_head(&r, Some("transfer-encoding: chunked\r\n"));
+        let mut b = r.body.clone();
+        b[0] = b'X';
+        bytes.extend_from_slice(&chunked(&b, 7));
+        bytes
+    };
+    let longer = {
+        // Signed over the whole body, announced one byte short: the gateway reads what is
+        // announced, and that is not what was signed.
+        let r = fresh();
+        let mut bytes = wire_head(
+            &r,
+            Some(&format!("content-length: {}\r\n", r.body.len() - 1)),
+        );
+        bytes.extend_from_slice(&r.body);
+        bytes
+    };
+    let cases = vec![
+        case("control: form body", fresh(), Want::Pass),
+        raw_case(
+            "chunked, signed over the whole body",
+            chunked_req(&fresh()),
+            Want::Pass,
+        ),
+        raw_case(
+            "chunked, one byte changed",
+            tampered_chunked,
+            Want::Ali(400, "InvalidContentSha256"),
+        ),
+        raw_case(
+            "body longer than Content-Length",
+            longer,
+            Want::Ali(400, "InvalidContentSha256"),
+        ),
+        case(
+            "x-acs-content-sha256 of another body",
+            {
+                let mut r = fresh();
+                r.body = b"InstanceName=evil&Description=a%20b".to_vec();
+                r
+            },
+            Want::Ali(400, "InvalidContentSha256"),
+        ),
+        case(
+            "x-acs-content-sha256 not hex",
+            fresh().set("x-acs-content-sha256", "zz"),
+            Want::Ali(400, "InvalidContentSha256"),
+        ),
+        case(
+            "x-acs-content-sha256 empty",
+            fresh().set("x-acs-content-sha256", ""),
+            Want::Ali(400, "IncompleteSignature"),
+        ),
+        raw_case(
+            "Content-Length not a number",
+            {
+                let r = fresh();
+                let mut b = wire_head(&r, Some("content-length: 3x\r\n"));
+                b.extend_from_slice(&r.body);
+                b
+            },
+            Want::Http(400),
+        ),
+        raw_case(
+            "Content-Length negative",
+            {
+                let r = fresh();
+                let mut b = wire_head(&r, Some("content-length: -1\r\n"));
+                b.extend_from_slice(&r.body);
+                b
+            },
+            Want::Http(400),
+        ),
+        raw_case(
+            "chunk size not hex",
+            {
+                let r = fresh();
+                let mut b = wire_head(&r, Some("transfer-encoding: chunked\r\n"));
+                b.extend_from_slice(b"zz\r\nabc\r\n0\r\n\r\n");
+                b
+            },
+            Want::Ali(400, "InvalidRequest"),
+        ),
+        raw_case(
+            "Content-Length over max_body_bytes, announced only",
+            {
+                let r = fresh();
+                let mut b = wire_head(&r, Some("content-length: 1000000\r\n"));
+                b.extend_from_slice(&r.body);
+                b
+            },
+            Want::Ali(413, "RequestBodyTooLarge"),
+        ),
+    ];
+    run_table(&w, "bodies", cases).await;
+
+    // The exact verified bytes reach the upstream, however they were framed.
+    let r = fresh();
+    let ex = exchange(w.gw.proxy, None, &chunked_req(&r), 1).await;
+    assert_eq!(ex.answers[0].status, 200);
+    let seen = w.up.last();
+    assert_eq!(seen.body, r.body);
+    assert_eq!(
+        seen.headers.get_all("content-length").iter().count(),
+        1,
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.headers["content-length"], r.body.len().to_string());
+    assert!(seen.headers.get("transfer-encoding").is_none());
+
+    let before = w.up.count();
+    // Shorter than announced: the client stops sending and half-closes. Nothing is forwarded,
+    // whatever the gateway answers.
+    let r = fresh();
+    let mut s = connect(w.gw.proxy, None).await;
+    let mut bytes = wire_head(
+        &r,
+        Some(&format!("content-length: {}\r\n", r.body.len() + 10)),
+    );
+    bytes.extend_from_slice(&r.body);
+    s.write_all(&bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    let ex = read_answers(&mut s, 1).await;
+    if let Some(a) = ex.answers.first() {
+        judge(a, Want::Ali(400, "InvalidRequest"), 0).unwrap();
+    }
+    assert!(ex.answers.len() == 1 || ex.closed);
+
+    // Over the limit with a huge Content-Length: the 413 arrives while the client has sent
+    // 1 KB of 50 MB and is still holding the connection open.
+    let mut s = connect(w.gw.proxy, None).await;
+    let mut head = wire_head(&fresh(), Some("content-length: 50000000\r\n"));
+    head.extend_from_slice(&[b'a'; 1024]);
+    s.write_all(&head).await.unwrap();
+    let ex = read_answers(&mut s, 1).await;
+    judge(&ex.answers[0], Want::Ali(413, "RequestBodyTooLarge"), 0).unwrap();
+
+    // Chunked over the limit (64 KiB here): 80 KiB in 8 KiB chunks, no final chunk sent.
+    let mut s = connect(w.gw.proxy, None).await;
+    s.write_all(&wire_head(&fresh(), Some("transfer-encoding: chunked\r\n")))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let mut c = b"2000\r\n".to_vec();
+        c.extend_from_slice(&[b'a'; 0x2000]);
+        c.extend_from_slice(b"\r\n");
+        if s.write_all(&c).await.is_err() {
+            break;
+        }
+    }
+    let ex = read_answers(&mut s, 1).await;
+    judge(&ex.answers[0], Want::Ali(413, "RequestBodyTooLarge"), 0).unwrap();
+    assert_eq!(w.up.count(), before, "nothing over the limit was forwarded");
+    w.assert_alive().await;
+}
