@@ -98,6 +98,8 @@ fn rules_status(rules: &RulesStore) -> Response<Body> {
         "content_hash": snap.content_hash,
         "loaded_at": crate::time::format_iso8601_utc(snap.loaded_at),
         "keys": snap.keys.len(),
+        // Keys that can authenticate a request; 0 comes with a warning below.
+        "active_keys": snap.usable_keys,
         "routes": snap.routes.len(),
         "last_error": status.last_error,
         "last_error_at": status.last_error_at.map(crate::time::format_iso8601_utc),

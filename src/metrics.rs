@@ -15,6 +15,7 @@ pub const RELOADS: &str = "akgate_rules_reloads_total";
 pub const GENERATION: &str = "akgate_rules_generation";
 pub const LAST_RELOAD_SUCCESS: &str = "akgate_rules_last_reload_success_timestamp_seconds";
 pub const KEYS: &str = "akgate_rules_keys";
+pub const ACTIVE_KEYS: &str = "akgate_rules_active_keys";
 pub const AUTH_FAILURES: &str = "akgate_auth_failures_total";
 pub const SOURCES_THROTTLED: &str = "akgate_sources_throttled";
 pub const THROTTLE_STARTS: &str = "akgate_source_throttle_starts_total";
@@ -66,6 +67,11 @@ fn describe() {
         "Unix time of the last successful rules load"
     );
     metrics::describe_gauge!(KEYS, "AccessKeys in the rule set in service");
+    metrics::describe_gauge!(
+        ACTIVE_KEYS,
+        "AccessKeys in the rule set in service that can authenticate a request (active, and \
+         admitted by some address at every allowlist level); 0 means every request is refused"
+    );
     metrics::describe_counter!(
         AUTH_FAILURES,
         "Failed authentication attempts by code (the failures the brute-force guard counts), \
@@ -129,6 +135,7 @@ pub fn rules_loaded(snap: &Snapshot, result: &'static str, now: UnixSeconds) {
     gauge!(GENERATION).set(snap.generation as f64);
     gauge!(LAST_RELOAD_SUCCESS).set(now as f64);
     gauge!(KEYS).set(snap.keys.len() as f64);
+    gauge!(ACTIVE_KEYS).set(snap.usable_keys as f64);
 }
 
 pub fn rules_reload_failed() {

@@ -106,14 +106,18 @@ pub fn derive_signing_mac(
     let mut mac = secret.aws4.clone();
     for part in [date, region, service, "aws4_request"] {
         mac.update(part.as_bytes());
-        let key = mac.finalize().into_bytes();
-        mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+        // Each intermediate key is keyed from in place: the `CtOutput` holding it is wiped when
+        // dropped, and no copy of it is made.
+        let key = mac.finalize();
+        mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     }
     mac
 }
 
-/// One derived signing key and what it was derived for. Immutable once published.
+/// One derived signing key and what it was derived for. Immutable once published. `mac` is wiped
+/// when the entry is dropped (replaced in its slot, or its snapshot retired): see
+/// `rules::_hmac_states_are_zeroized_on_drop`.
 struct Derived {
     date: Box<str>,
     region: Box<str>,

@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
 use super::{
@@ -103,6 +104,26 @@ struct SourceFile {
     text: String,
 }
 
+/// A rule file's text may hold inline secrets and security tokens.
+impl Drop for SourceFile {
+    fn drop(&mut self) {
+        self.text.zeroize();
+    }
+}
+
+/// The parsed copies of inline secrets and security tokens are wiped with the raw tables (the
+/// parser's own transient buffers are beyond reach).
+impl Drop for RawAccessKey {
+    fn drop(&mut self) {
+        for v in [&mut self.secret, &mut self.security_token]
+            .into_iter()
+            .flatten()
+        {
+            v.get_mut().zeroize();
+        }
+    }
+}
+
 impl SourceFile {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
@@ -166,8 +187,17 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if name.starts_with('.') || !name.ends_with(".toml") {
             continue;
         }
-        if path.is_file() {
-            files.push(path);
+        // Anything else with a rule file's name (a directory, a symlink to nothing, a FIFO) fails
+        // the load rather than being skipped: skipping it would load the rest of the set without
+        // it, e.g. without the leaked-key flags of a `leaked.toml` replaced by a directory.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "`{name}` is not a regular file"
+                )));
+            }
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("`{name}`: {e}"))),
         }
     }
     files.sort();
@@ -566,6 +596,21 @@ fn compile(
             message: "the rule set has no [[route]]: nothing could be forwarded".into(),
         });
     }
+    // A set in which no key can authenticate is valid (an incident response may disable every
+    // key at once) but is never what a routine edit meant: say so where it will be seen.
+    let usable_keys = usable_keys(&parsed, &mut diag);
+    if usable_keys == 0 && diag.problems.is_empty() {
+        diag.warnings.push(Problem {
+            file: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: if keys.is_empty() {
+                "the rule set has no access keys: every request will be refused".into()
+            } else {
+                "no access key can authenticate a request (every key is disabled, or its allowlists admit no address in common): every request will be refused".into()
+            },
+        });
+    }
     if !diag.problems.is_empty() {
         return Err(LoadError {
             problems: diag.problems,
@@ -580,7 +625,105 @@ fn compile(
         routes,
         services,
         warnings: diag.warnings,
+        usable_keys,
     })
+}
+
+/// Counts the keys that can authenticate some request: active, and admitted by some address at
+/// every allowlist level that enforces a non-empty list (account, user, key). Warns about each
+/// active key whose levels have no address in common. Read from the raw tables because compiled
+/// allowlists cannot be intersected; keys that failed to compile make the set fail anyway.
+fn usable_keys(parsed: &[(usize, RawFile)], diag: &mut Diag<'_>) -> usize {
+    use super::raw::RuleMode;
+    use ipnet::IpNet;
+    // `None`: the level admits every address.
+    let enforced = |mode: RuleMode, cidrs: &[Spanned<String>]| -> Option<Vec<IpNet>> {
+        (mode == RuleMode::Enforce && !cidrs.is_empty()).then(|| {
+            cidrs
+                .iter()
+                .filter_map(|c| parse_cidr(c.get_ref()).ok())
+                .map(canonical_net)
+                .collect()
+        })
+    };
+    let mut levels: HashMap<(&str, Option<&str>), Option<Vec<IpNet>>> = HashMap::new();
+    for (_, raw) in parsed {
+        for a in &raw.account {
+            let a = a.get_ref();
+            let nets = enforced(a.allowlist_mode, &a.api_source_cidrs);
+            levels.insert((a.id.get_ref().trim(), None), nets);
+        }
+    }
+    for (_, raw) in parsed {
+        for u in &raw.user {
+            let u = u.get_ref();
+            let account = u.account.get_ref().trim();
+            let outer = levels.get(&(account, None)).cloned().flatten();
+            let nets = intersect(outer, enforced(u.allowlist_mode, &u.api_source_cidrs));
+            levels.insert((account, Some(u.name.get_ref().trim())), nets);
+        }
+    }
+    let mut usable = 0;
+    for (i, raw) in parsed {
+        for k in &raw.access_key {
+            let k = k.get_ref();
+            if *k.status.get_ref() != KeyStatus::Active {
+                continue;
+            }
+            let account = k.account.get_ref().trim();
+            let user = k.user.as_ref().map(|u| u.get_ref().trim());
+            let outer = levels.get(&(account, user)).cloned().flatten();
+            match intersect(outer, enforced(k.allowlist_mode, &k.api_source_cidrs)) {
+                Some(nets) if nets.is_empty() => diag.warn(
+                    *i,
+                    k.id.span(),
+                    format!(
+                        "access key `{}`: its account, user and key allowlists have no address in common, so every request with it will be refused",
+                        k.id.get_ref().trim()
+                    ),
+                ),
+                _ => usable += 1,
+            }
+        }
+    }
+    usable
+}
+
+/// The addresses in both lists (`None` = every address). Two CIDRs overlap only when one holds the
+/// other, so the overlap of two lists is made of the narrower of each overlapping pair.
+fn intersect(
+    a: Option<Vec<ipnet::IpNet>>,
+    b: Option<Vec<ipnet::IpNet>>,
+) -> Option<Vec<ipnet::IpNet>> {
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => Some(
+            a.iter()
+                .flat_map(|x| {
+                    b.iter().filter_map(move |y| {
+                        if x.contains(y) {
+                            Some(*y)
+                        } else if y.contains(x) {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 network it is, as the allowlists compare it.
+fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).map_or(net, ipnet::IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag<'_>) -> Settings {
@@ -670,33 +813,44 @@ fn read_text(
     opts: &LoadOptions,
     diag: &mut Diag<'_>,
     hash: &mut Sha256,
-) -> Option<String> {
+) -> Option<Zeroizing<String>> {
+    // Every copy of the value made here is wiped when dropped. The process environment keeps its
+    // own copy of a `secret_env` value for the life of the process; that one cannot be wiped
+    // without `unsafe` (`std::env::remove_var`), and a reload needs it again.
     let value = if let Some(var) = src.env {
-        match (opts.env)(var.get_ref()) {
+        match (opts.env)(var.get_ref()).map(Zeroizing::new) {
             Some(v) => v,
             None => {
                 diag.error(
                     file,
                     var.span(),
-                    format!("environment variable `{}` is not set", var.get_ref()),
+                    match shown_name(var.get_ref(), false) {
+                        Some(name) => format!("environment variable `{name}` is not set"),
+                        None => format!(
+                            "environment variable is not set (its name is not shown: {NOT_A_NAME})"
+                        ),
+                    },
                 );
                 return None;
             }
         }
     } else if let Some(path) = src.file {
-        match std::fs::read_to_string(dir.join(path.get_ref())) {
-            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+        match std::fs::read_to_string(dir.join(path.get_ref())).map(Zeroizing::new) {
+            Ok(v) => Zeroizing::new(v.trim_end_matches(['\n', '\r']).to_string()),
             Err(e) => {
-                diag.error(
-                    file,
-                    path.span(),
-                    format!("cannot read {} file `{}`: {e}", src.what, path.get_ref()),
-                );
+                let message = match shown_name(path.get_ref(), true) {
+                    Some(name) => format!("cannot read {} file `{name}`: {e}", src.what),
+                    None => format!(
+                        "cannot read {} file: {e} (its name is not shown: {NOT_A_NAME})",
+                        src.what
+                    ),
+                };
+                diag.error(file, path.span(), message);
                 return None;
             }
         }
     } else {
-        src.inline?.get_ref().clone()
+        Zeroizing::new(src.inline?.get_ref().clone())
     };
     // Values from outside the rule files change the rule set as much as the files do; hash them
     // (the digest reveals nothing) so that a rotated secret counts as a change.
@@ -704,6 +858,32 @@ fn read_text(
         hash.update(Sha256::digest(value.as_bytes()));
     }
     Some(value)
+}
+
+const NOT_A_NAME: &str = "it does not look like a name; is it the secret itself?";
+
+/// Whether a `*_env` or `*_file` value may be repeated in an error message. Pasting the secret
+/// itself where its variable's or file's name belongs is an easy slip, and the message is logged
+/// and shown by `/rules` and `check`. A name is shown when each `/`-separated part looks like a
+/// name: a separator (`_`, `.`, `-`), or one case and not a long mix of letters and digits.
+/// `AKGATE_SECRET_CI`, `ci.secret`, `/run/secrets/ci` are shown; `kRZP3cT4xX8sGh2q1UoQ`, a hex
+/// string or anything with `+` or `=` is not.
+fn shown_name(value: &str, path: bool) -> Option<&str> {
+    let part = |w: &str| {
+        let has = |f: fn(&u8) -> bool| w.as_bytes().iter().any(f);
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && (w.contains(['_', '.', '-'])
+                || !(has(u8::is_ascii_lowercase) && has(u8::is_ascii_uppercase))
+                    && !(w.len() >= 16 && has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)))
+    };
+    let ok = if path {
+        value.split('/').filter(|p| !p.is_empty()).all(part) && value.len() > 1
+    } else {
+        part(value) && !value.contains(['.', '-'])
+    };
+    ok.then_some(value)
 }
 
 fn read_material(
@@ -851,7 +1031,7 @@ fn read_temporary(
     let skipped =
         check.skip_secrets && (k.security_token_env.is_some() || k.security_token_file.is_some());
     let token = if skipped {
-        String::new()
+        Zeroizing::new(String::new())
     } else {
         read_text(file, src, dir, opts, diag, &mut Sha256::new()).ok_or(())?
     };
@@ -1050,5 +1230,134 @@ upstream = "http://127.0.0.1:9000"
             &keys.replacen("status = \"active\"\n", "status = \"disabled\"\n", 2),
         );
         assert!(load_dir(d.path(), &LoadOptions::default()).is_ok());
+    }
+
+    fn refuse_all_warnings(s: &Snapshot) -> Vec<&Problem> {
+        s.warnings
+            .iter()
+            .filter(|w| w.message.contains("every request will be refused"))
+            .collect()
+    }
+
+    #[test]
+    fn a_set_in_which_no_key_can_be_used_loads_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        let load = |keys: &str| {
+            write(d.path(), "keys.toml", keys);
+            load_dir(d.path(), &LoadOptions::default()).unwrap()
+        };
+        let s = load(KEYS);
+        assert_eq!(s.usable_keys, 1);
+        assert!(refuse_all_warnings(&s).is_empty(), "{:?}", s.warnings);
+
+        let s = load(&KEYS.replace("status = \"active\"", "status = \"disabled\""));
+        assert_eq!(s.usable_keys, 0);
+        let w = refuse_all_warnings(&s);
+        assert_eq!(w.len(), 1, "{:?}", s.warnings);
+        assert!(w[0].message.contains("every key is disabled"), "{}", w[0]);
+
+        // The key's allowlist and its account's have no address in common.
+        let with_key_cidrs = |c: &str| {
+            KEYS.replace(
+                "status = \"active\"",
+                &format!("status = \"active\"\napi_source_cidrs = [{c}]"),
+            )
+        };
+        let s = load(&with_key_cidrs("\"198.51.100.0/24\", \"2001:db8::/32\""));
+        assert_eq!(s.usable_keys, 0);
+        let key = s
+            .warnings
+            .iter()
+            .find(|w| w.message.contains("no address in common"))
+            .expect("a warning on the key");
+        assert_eq!((key.file.as_str(), key.line), ("keys.toml", 11), "{key}");
+        assert!(key.message.contains("`AK1`"), "{key}");
+        assert_eq!(refuse_all_warnings(&s).len(), 1, "{:?}", s.warnings);
+
+        // Overlapping in either direction, or through an IPv4-mapped IPv6 network: usable.
+        for cidrs in [
+            "\"203.0.113.7\"",
+            "\"203.0.0.0/16\"",
+            "\"10.0.0.0/8\", \"203.0.113.128/25\"",
+            "\"::ffff:203.0.113.0/120\"",
+        ] {
+            let s = load(&with_key_cidrs(cidrs));
+            assert_eq!(s.usable_keys, 1, "{cidrs}: {:?}", s.warnings);
+            assert!(
+                refuse_all_warnings(&s).is_empty(),
+                "{cidrs}: {:?}",
+                s.warnings
+            );
+        }
+        // A level in shadow mode refuses nothing.
+        let shadow = with_key_cidrs("\"198.51.100.0/24\"").replace(
+            "api_source_cidrs = [\"203.0.113.0/24\"]",
+            "api_source_cidrs = [\"203.0.113.0/24\"]\nallowlist_mode = \"shadow\"",
+        );
+        assert_eq!(load(&shadow).usable_keys, 1);
+        // Through the user's allowlist.
+        let user = KEYS.replace(
+            "name = \"ci\"\naccount = \"1001\"",
+            "name = \"ci\"\naccount = \"1001\"\napi_source_cidrs = [\"192.0.2.0/24\"]",
+        );
+        assert_eq!(load(&user).usable_keys, 0);
+    }
+
+    #[test]
+    fn a_directory_or_dangling_link_named_like_a_rule_file_fails_the_load() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "keys.toml", KEYS);
+        write(d.path(), "routes.toml", ROUTES);
+        assert!(load_dir(d.path(), &LoadOptions::default()).is_ok());
+        std::fs::create_dir(d.path().join("leaked.toml")).unwrap();
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`leaked.toml` is not a regular file"),
+            "{e}"
+        );
+        std::fs::remove_dir(d.path().join("leaked.toml")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("leaked.toml")).unwrap();
+        let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("`leaked.toml`"), "{e}");
+    }
+
+    #[test]
+    fn names_that_look_like_secrets_are_not_repeated() {
+        for name in ["AKGATE_SECRET_CI", "ci_secret", "SECRET", "secret2"] {
+            assert_eq!(shown_name(name, false), Some(name));
+        }
+        for path in ["bob.secret", "/run/secrets/ci", "keys/ci-key.txt", "CI"] {
+            assert_eq!(shown_name(path, true), Some(path));
+        }
+        for secret in [
+            "kRZP3cT4xX8sGh2q1UoQ9ZlD5mN7wA",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "9f86d081884c7d659a2feaa0c55ad015",
+            "abc+def=",
+        ] {
+            assert_eq!(shown_name(secret, false), None, "{secret}");
+            assert_eq!(shown_name(secret, true), None, "{secret}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        for field in ["secret_env", "secret_file"] {
+            write(
+                d.path(),
+                "keys.toml",
+                &KEYS.replace(
+                    "secret = \"s1\"",
+                    &format!("{field} = \"kRZP3cT4xX8sGh2q1UoQ9ZlD5mN7wA\""),
+                ),
+            );
+            let opts = LoadOptions {
+                env: Arc::new(|_| None),
+                upstream_override: None,
+            };
+            let e = load_dir(d.path(), &opts).unwrap_err().to_string();
+            assert!(e.contains("is it the secret itself?"), "{e}");
+            assert!(!e.contains("kRZP3cT4"), "{e}");
+        }
     }
 }

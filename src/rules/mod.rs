@@ -58,6 +58,10 @@ pub struct User {
 
 /// An AccessKey secret, kept only as ready-to-clone MAC states, one per way the schemes key their
 /// MAC, so that the raw bytes are not held and each request skips the key schedule.
+///
+/// Every state (and every per-request clone of one) is wiped when dropped: the `zeroize`
+/// features of `hmac`, `sha1`, `sha2` and `sm3` give the hash cores and block buffers inside
+/// `Hmac` a zeroing `Drop`, which [`_hmac_states_are_zeroized_on_drop`] pins at compile time.
 #[derive(Clone)]
 pub struct Secret {
     /// ACS3-HMAC-SHA256: the secret itself.
@@ -77,9 +81,28 @@ fn mac<M: KeyInit>(key: &[u8]) -> M {
     M::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
+/// Does not compile unless the states inside [`Secret`] wipe themselves on drop. `Hmac<D>` keeps
+/// two cores of `D` (the ipad- and opad-keyed states) and a block buffer; with the crates'
+/// `zeroize` features each of them implements `ZeroizeOnDrop`, without them none does. (`Hmac`
+/// itself does not declare the marker trait, so its parts are checked.)
+fn _hmac_states_are_zeroized_on_drop() {
+    use hmac::digest::block_api::{Buffer, CoreProxy};
+    use hmac::digest::zeroize::ZeroizeOnDrop;
+    fn wiped<T: ZeroizeOnDrop>() {}
+    wiped::<<Sha256 as CoreProxy>::Core>();
+    wiped::<<Sha1 as CoreProxy>::Core>();
+    wiped::<<Sm3 as CoreProxy>::Core>();
+    wiped::<Buffer<hmac::block_api::HmacCore<Sha256>>>();
+    wiped::<Buffer<hmac::block_api::HmacCore<Sha1>>>();
+    wiped::<Buffer<hmac::block_api::HmacCore<Sm3>>>();
+}
+
 impl Secret {
     pub fn new(secret: &[u8]) -> Self {
-        let with = |prefix: &[u8], suffix: &[u8]| [prefix, secret, suffix].concat();
+        // The keys with a prefix or suffix are copies of the secret: wiped once keyed.
+        let with = |prefix: &[u8], suffix: &[u8]| {
+            zeroize::Zeroizing::new([prefix, secret, suffix].concat())
+        };
         Secret {
             hmac_sha256: mac(secret),
             hmac_sm3: mac(secret),
@@ -293,6 +316,9 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub services: HashMap<String, ServiceRisk>,
     pub warnings: Vec<Problem>,
+    /// Keys that can authenticate some request: active, and admitted by some address at every
+    /// enforced allowlist level. Zero means every request is refused (and a warning says so).
+    pub usable_keys: usize,
 }
 
 impl Snapshot {

@@ -107,8 +107,11 @@ fn amz_date(t: UnixSeconds) -> String {
 
 /// Builds and signs the request.
 pub fn sign(args: &SignArgs) -> Result<Signed, String> {
-    let secret = std::env::var(&args.secret_env)
-        .map_err(|_| format!("environment variable `{}` is not set", args.secret_env))?;
+    // Wiped when signing is done (the process environment keeps its own copy).
+    let secret = zeroize::Zeroizing::new(
+        std::env::var(&args.secret_env)
+            .map_err(|_| format!("environment variable `{}` is not set", args.secret_env))?,
+    );
     let now = match &args.now {
         Some(s) => parse_iso8601_utc(s)
             .ok_or_else(|| format!("--now `{s}` is not yyyy-MM-ddTHH:mm:ssZ"))?,
