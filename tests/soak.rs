@@ -73,7 +73,7 @@ async fn client(proxy: SocketAddr, worker: usize, until: Instant, tally: Arc<Tal
         while Instant::now() < until {
             n += 1;
             // Connection churn, so that a descriptor leaked per connection would show.
-            if n % 200 == 0 {
+            if n.is_multiple_of(200) {
                 continue 'reconnect;
             }
             // 1 in 20 a replay of the previous good request, 1 in 20 a bad signature.
