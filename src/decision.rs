@@ -144,7 +144,17 @@ fn run<'s, 'r>(
     d: &mut Decision<'s, 'r>,
     trace: &mut Trace<'_>,
 ) -> Result<(), Rejection> {
-    // 1. Route.
+    // 1. Route. What is routed (and judged) must be what the upstream executes, so a target
+    //    whose meaning depends on how the upstream normalises it is refused before routing.
+    if let Some(why) = target_problem(req) {
+        trace.note(
+            "route",
+            StepVerdict::Refuse,
+            || format!("{why}: {} {}", req.path, req.query),
+            None,
+        );
+        return Err(Rejection::BadRequest(Cow::Borrowed(why)));
+    }
     let Some(route) = snap.route(req.host, req.path) else {
         trace.note(
             "route",
@@ -441,6 +451,46 @@ fn run<'s, 'r>(
     Ok(())
 }
 
+/// Why a request cannot be judged safely, if it cannot.
+///
+/// * A `.` or `..` path segment, raw or percent-encoded, or hidden behind an encoded `/`, a `\`
+///   or a `;` parameter (`/ecs/%2e%2e/ram`, `/ecs/x%2F..%2Fram`, `/ecs/..;/ram`): the gateway
+///   routes the path as sent, but an upstream (or a proxy after the gateway) that resolves dot
+///   segments would execute another route's API, judged under this one's service. No API needs
+///   such a path, so it is refused rather than normalised.
+/// * A `%` not followed by two hex digits, in the path or the query: upstreams disagree on what
+///   it means, and the signature schemes read it literally.
+/// * An encoded NUL in the path, which C-based servers truncate at.
+fn target_problem(req: &RequestView<'_>) -> Option<&'static str> {
+    let malformed_escape = |s: &str| {
+        let b = s.as_bytes();
+        b.iter().enumerate().any(|(i, &c)| {
+            c == b'%'
+                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        })
+    };
+    if malformed_escape(req.path) || malformed_escape(req.query) {
+        return Some("a `%` in the path or query is not followed by two hex digits");
+    }
+    let path = req.path.as_bytes();
+    if path.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
+        return Some("the path contains an encoded NUL");
+    }
+    let dot_segment = path.split(|&b| b == b'/').any(|segment| {
+        auth::encoding::percent_decode(segment, false)
+            .split(|&b| b == b'/' || b == b'\\')
+            .any(|piece| {
+                let name = piece.split(|&b| b == b';').next().unwrap_or_default();
+                name == b"." || name == b".."
+            })
+    });
+    if dot_segment {
+        return Some("the path contains a `.` or `..` segment");
+    }
+    None
+}
+
 /// Temporary keys need their own token, unexpired; permanent keys carry none.
 fn check_security_token(
     key: &AccessKey,
@@ -548,4 +598,70 @@ fn check_allowlists<'s>(
         return Err(Rejection::SourceIpNotAllowed(level));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(path: &str, query: &str) -> Option<&'static str> {
+        let map = http::HeaderMap::new();
+        target_problem(&RequestView {
+            method: "GET",
+            path,
+            query,
+            host: Some("h"),
+            headers: &map,
+            body: b"",
+        })
+    }
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_refused() {
+        for path in [
+            "/ecs/../ram",
+            "/ecs/./x",
+            "/..",
+            "/ecs/%2e%2e/ram",
+            "/ecs/%2E%2e/ram",
+            "/ecs/%2e/x",
+            "/ecs/.%2e/ram",
+            "/ecs/x%2F..%2Fram",
+            "/ecs/x%2f.",
+            "/ecs/x%5C..%5Cram",
+            "/ecs\\..\\ram",
+            "/ecs/..;/ram",
+            "/ecs/.;x=1/y",
+        ] {
+            assert!(problem(path, "").is_some(), "{path}");
+        }
+        for path in [
+            "/",
+            "",
+            "/ecs//x",
+            "/ecs/.../x",
+            "/ecs/..a/x",
+            "/ecs/a.b",
+            "/ecs/.hidden",
+            "/ecs/%252e%252e/x",
+            "/ecs/%e2%82",
+        ] {
+            assert_eq!(problem(path, ""), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn malformed_escapes_and_nul_are_refused() {
+        for (path, query) in [
+            ("/a%", ""),
+            ("/a%zz", ""),
+            ("/a%2", ""),
+            ("/", "a=%"),
+            ("/", "a=%g1"),
+            ("/x%00y", ""),
+        ] {
+            assert!(problem(path, query).is_some(), "{path}?{query}");
+        }
+        assert_eq!(problem("/", "a=%00&b=%7E"), None);
+    }
 }

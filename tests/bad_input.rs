@@ -1942,3 +1942,274 @@ async fn bodies_framing_hashes_and_limits() {
     assert_eq!(w.up.count(), before, "nothing over the limit was forwarded");
     w.assert_alive().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Oversized header sections.
+
+#[tokio::test]
+async fn oversized_header_sections_are_refused_and_the_connection_closed() {
+    let w = world().await;
+    let g = || w.good();
+    let many_kb = {
+        let mut r = g();
+        for i in 0..100 {
+            r = r.header(&format!("x-pad-{i}"), &"p".repeat(1024));
+        }
+        r
+    };
+    let one_huge = g().header("x-pad", &"p".repeat(100 * 1024));
+    let many_small = {
+        let mut r = g();
+        for i in 0..150 {
+            r = r.header(&format!("x-n-{i}"), "1");
+        }
+        r
+    };
+    let huge_target = target(&g(), |pq| format!("{pq}?{}", "q".repeat(100 * 1024)));
+    let before = w.up.count();
+    for (name, bytes) in [
+        ("100 headers of 1 KB", wire(&many_kb)),
+        ("one 100 KB header", wire(&one_huge)),
+        ("150 small headers", wire(&many_small)),
+        ("a 100 KB request target", wire(&huge_target)),
+    ] {
+        let mut s = connect(w.gw.proxy, None).await;
+        let _ = s.write_all(&bytes).await;
+        let ex = read_answers(&mut s, 1).await;
+        let status = ex.answers.first().map(|a| a.status);
+        assert!(
+            matches!(status, Some(431) | Some(400) | Some(414)),
+            "{name}: {status:?}"
+        );
+        assert!(ex.closed || closes(&mut s).await, "{name}: left open");
+    }
+    // Over HTTP/2 the header list is bounded too: the stream is refused, the process serves on.
+    let stream = TcpStream::connect(w.gw.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/", w.host));
+    for (k, v) in &one_huge.headers {
+        if k != "host" {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let answer = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await;
+    if let Ok(resp) = answer {
+        assert_eq!(resp.status(), 431);
+    }
+    assert_eq!(w.up.count(), before);
+    w.assert_alive().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Request smuggling: ambiguous framing is refused, the connection closed, and a request hidden
+// behind it never reaches the upstream.
+
+#[tokio::test]
+async fn smuggling_attempts_are_refused_and_nothing_behind_them_is_forwarded() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let body = b"InstanceName=web".to_vec();
+    // A request that would pass on its own: if the gateway ever read it out of another
+    // request's body, the upstream would show it.
+    let hidden = || {
+        wire(&signed_with(
+            h,
+            "POST",
+            "/smuggled",
+            "DescribeRegions",
+            "",
+            ALICE,
+            b"",
+            0,
+            &[],
+        ))
+    };
+    let front = || signed(h, "CreateThing", "", ALICE, &body, 0);
+    let with_framing = |framing: &str, payload: &[u8]| {
+        let mut b = wire_head(&front(), Some(framing));
+        b.extend_from_slice(payload);
+        b
+    };
+    let chunked_then_hidden = || {
+        let mut p = chunked(&body, 64);
+        p.extend_from_slice(&hidden());
+        p
+    };
+    let cl_and_te = {
+        let p = chunked_then_hidden();
+        with_framing(
+            &format!(
+                "content-length: {}\r\ntransfer-encoding: chunked\r\n",
+                p.len()
+            ),
+            &p,
+        )
+    };
+    let te_and_cl = {
+        // The other order, and a Content-Length covering the chunked body only.
+        let p = chunked_then_hidden();
+        with_framing(
+            &format!(
+                "transfer-encoding: chunked\r\ncontent-length: {}\r\n",
+                body.len()
+            ),
+            &p,
+        )
+    };
+    let two_lengths = {
+        let mut p = body.clone();
+        p.extend_from_slice(&hidden());
+        with_framing(
+            &format!(
+                "content-length: {}\r\ncontent-length: {}\r\n",
+                body.len(),
+                p.len()
+            ),
+            &p,
+        )
+    };
+    let length_list = {
+        let mut p = body.clone();
+        p.extend_from_slice(&hidden());
+        with_framing(
+            &format!("content-length: {}, {}\r\n", body.len(), p.len()),
+            &p,
+        )
+    };
+    let te_chunked_identity = with_framing(
+        "transfer-encoding: chunked, identity\r\n",
+        &chunked_then_hidden(),
+    );
+    let te_identity_line = with_framing(
+        "transfer-encoding: chunked\r\ntransfer-encoding: identity\r\n",
+        &chunked_then_hidden(),
+    );
+    let te_gzip = with_framing("transfer-encoding: gzip\r\n", &chunked_then_hidden());
+    let te_folded = with_framing(
+        "transfer-encoding: identity\r\n chunked\r\n",
+        &chunked_then_hidden(),
+    );
+    let te_space_before_colon = with_framing(
+        &format!(
+            "transfer-encoding : chunked\r\ncontent-length: {}\r\n",
+            body.len()
+        ),
+        &chunked_then_hidden(),
+    );
+    let folded_action = {
+        let r = front();
+        let mut b = wire_head(&r, None);
+        let needle = b"x-acs-action: CreateThing\r\n";
+        let at = b.windows(needle.len()).position(|x| x == needle).unwrap() + needle.len() - 2;
+        b.splice(at..at, b"\r\n DeleteInstance".iter().copied());
+        b.extend_from_slice(&r.body);
+        b.extend_from_slice(&hidden());
+        b
+    };
+    let bare_cr = {
+        let r = front();
+        let mut b = wire_head(&r.clone().header("x-a", "1"), None);
+        let needle = b"x-a: 1";
+        let at = b.windows(needle.len()).position(|x| x == needle).unwrap() + needle.len();
+        b.splice(at..at, b"\rtransfer-encoding: chunked".iter().copied());
+        b.extend_from_slice(&r.body);
+        b.extend_from_slice(&hidden());
+        b
+    };
+    let nul_in_value = {
+        let mut b = wire_with(&front(), "x-a", b"1\x002");
+        b.extend_from_slice(&hidden());
+        b
+    };
+    // Content-Length next to Transfer-Encoding: chunked is read by the chunked framing alone and
+    // the connection is closed after the answer (RFC 9112 §6.1), so the front request is judged
+    // on exactly the bytes forwarded and whatever follows it is never read. Every other
+    // ambiguity is refused outright.
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("Content-Length and Transfer-Encoding", cl_and_te, true),
+        (
+            "Transfer-Encoding, then a short Content-Length",
+            te_and_cl,
+            true,
+        ),
+        ("two Content-Length headers, different", two_lengths, false),
+        ("Content-Length as a list of two values", length_list, false),
+        (
+            "Transfer-Encoding: chunked, identity",
+            te_chunked_identity,
+            false,
+        ),
+        (
+            "Transfer-Encoding chunked then identity lines",
+            te_identity_line,
+            false,
+        ),
+        ("Transfer-Encoding: gzip", te_gzip, false),
+        ("Transfer-Encoding folded (obs-fold)", te_folded, false),
+        ("a space before the colon", te_space_before_colon, false),
+        ("x-acs-action folded (obs-fold)", folded_action, false),
+        ("a bare CR inside a header line", bare_cr, false),
+        ("a NUL in a header value", nul_in_value, false),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes, front_passes) in cases {
+        let before = w.up.count();
+        let mut s = connect(w.gw.proxy, None).await;
+        let _ = s.write_all(&bytes).await;
+        let ex = read_answers(&mut s, 2).await;
+        let statuses: Vec<u16> = ex.answers.iter().map(|a| a.status).collect();
+        let forwarded: Vec<String> = w.up.seen.lock().unwrap()[before..]
+            .iter()
+            .map(|s| format!("{} {:?}", s.path_and_query, s.body))
+            .collect();
+        let ok = if front_passes {
+            statuses == [200] && forwarded == [format!("/ {:?}", Bytes::from(body.clone()))]
+        } else {
+            statuses.len() == 1 && (400..500).contains(&statuses[0]) && forwarded.is_empty()
+        };
+        if !ok || !ex.closed {
+            failures.push(format!(
+                "{name}: answers {statuses:?}, closed {}, forwarded {forwarded:?}",
+                ex.closed
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let before = w.up.count();
+
+    // A request refused by the gateway itself (not by HTTP parsing) leaves the connection
+    // usable: the next request on it is judged on its own, and an unsigned one is refused.
+    let mut s = connect(w.gw.proxy, None).await;
+    let mut bytes = wire(&front().set("x-acs-content-sha256", &"0".repeat(64)));
+    bytes.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nhost: ");
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(b"\r\n\r\n");
+    s.write_all(&bytes).await.unwrap();
+    let ex = read_answers(&mut s, 2).await;
+    assert_eq!(ex.answers.len(), 2);
+    judge(&ex.answers[0], Want::Ali(400, "InvalidContentSha256"), 0).unwrap();
+    judge(&ex.answers[1], Want::Ali(400, "MissingAccessKeyId"), 0).unwrap();
+    assert_eq!(w.up.count(), before);
+
+    // Bare LF line endings are the same request as CRLF ones: it is parsed, verified and
+    // forwarded as a well-formed request carrying the same headers.
+    let r = front();
+    let lf: Vec<u8> = String::from_utf8(wire(&r))
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let ex = exchange(w.gw.proxy, None, &lf, 1).await;
+    judge(&ex.answers[0], Want::Pass, w.up.count() - before).unwrap();
+    let seen = w.up.last();
+    assert_eq!(seen.body, r.body);
+    assert_eq!(seen.headers["x-acs-action"], "CreateThing");
+    w.assert_alive().await;
+}

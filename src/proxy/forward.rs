@@ -87,9 +87,21 @@ pub fn upstream_request(
         .build()
         .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".into()))?;
 
+    // Addresses a client claims for itself mean nothing unless a trusted proxy vouched for them;
+    // an upstream reading them must not be misled either (X-Forwarded-For is rewritten below).
+    let claimed_address = |name: &HeaderName| {
+        matches!(id.source, SourceIp::Peer(_))
+            && (name == header::FORWARDED || name.as_str() == "x-real-ip")
+    };
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
     for (name, value) in &parts.headers {
-        if is_hop_by_hop(name) || is_gateway_owned(name) || connection_listed(&parts.headers, name)
+        // The body is forwarded as the bytes verified, whatever framing carried them in; the
+        // client's Content-Length must not describe it to the upstream.
+        if is_hop_by_hop(name)
+            || is_gateway_owned(name)
+            || connection_listed(&parts.headers, name)
+            || name == header::CONTENT_LENGTH
+            || claimed_address(name)
         {
             continue;
         }
