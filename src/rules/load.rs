@@ -871,12 +871,13 @@ const NOT_A_NAME: &str = "it does not look like a name; is it the secret itself?
 fn shown_name(value: &str, path: bool) -> Option<&str> {
     let part = |w: &str| {
         let has = |f: fn(&u8) -> bool| w.as_bytes().iter().any(f);
+        let mixed_case = has(u8::is_ascii_lowercase) && has(u8::is_ascii_uppercase);
+        let long_letters_and_digits =
+            w.len() >= 16 && has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic);
         !w.is_empty()
             && w.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-            && (w.contains(['_', '.', '-'])
-                || !(has(u8::is_ascii_lowercase) && has(u8::is_ascii_uppercase))
-                    && !(w.len() >= 16 && has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic)))
+            && (w.contains(['_', '.', '-']) || !(mixed_case || long_letters_and_digits))
     };
     let ok = if path {
         value.split('/').filter(|p| !p.is_empty()).all(part) && value.len() > 1
