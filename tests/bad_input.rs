@@ -2213,3 +2213,448 @@ async fn smuggling_attempts_are_refused_and_nothing_behind_them_is_forwarded() {
     assert_eq!(seen.headers["x-acs-action"], "CreateThing");
     w.assert_alive().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Request targets: absolute form, dot segments in every spelling, encoded slashes, backslashes.
+// The rule: the upstream receives exactly the path and query that were verified, and a path
+// cannot be judged under one route's service and executed under another's.
+
+#[tokio::test]
+async fn paths_cannot_escape_their_route() {
+    let w = world().await;
+    let bad = Want::Ali(400, "InvalidRequest");
+    // The leaked key may call RAM nothing (`*`) and ECS everything but Run/DeleteInstance:
+    // GetUser judged as ECS would pass.
+    let call = |path: &str, key| v3("paths.test", "GET", path, "", "GetUser", key, b"", &iso(0));
+    let cases = vec![
+        case("control: ECS path", call("/ecs/users", ALICE), Want::Pass),
+        case(
+            "control: RAM path, leaked key",
+            call("/ram/users", LEAKED),
+            Want::Ali(403, "Forbidden"),
+        ),
+        case("/ecs/../ram", call("/ecs/../ram/users", LEAKED), bad),
+        case(
+            "/ecs/%2e%2e/ram",
+            call("/ecs/%2e%2e/ram/users", LEAKED),
+            bad,
+        ),
+        case(
+            "/ecs/%2E%2e/ram",
+            call("/ecs/%2E%2e/ram/users", LEAKED),
+            bad,
+        ),
+        case("/ecs/.%2e/ram", call("/ecs/.%2e/ram/users", LEAKED), bad),
+        case("/ecs/%2E%2e/ (trailing)", call("/ecs/%2E%2e/", LEAKED), bad),
+        case("/ecs/./users", call("/ecs/./users", ALICE), bad),
+        case("/ecs/%2e/users", call("/ecs/%2e/users", ALICE), bad),
+        case("/ecs/.. at the end", call("/ecs/..", LEAKED), bad),
+        case("/ecs/..;/ram", call("/ecs/..;/ram/users", LEAKED), bad),
+        case(
+            "encoded slashes around ..",
+            call("/ecs/x%2F..%2F..%2Fram/users", LEAKED),
+            bad,
+        ),
+        case(
+            "encoded backslashes around ..",
+            call("/ecs/x%5C..%5C..%5Cram/users", LEAKED),
+            bad,
+        ),
+        raw_case(
+            "raw backslashes around ..",
+            wire(&call("/ecs\\..\\ram\\users", LEAKED)),
+            bad,
+        ),
+        // `//` is kept: signed and forwarded as sent, within its route.
+        case("/ecs//users", call("/ecs//users", ALICE), Want::Pass),
+        case(
+            "//ram is no route of this host",
+            call("//ram/users", LEAKED),
+            Want::Ali(404, "InvalidRoute"),
+        ),
+        case(
+            "an encoded slash is not a segment boundary",
+            call("/ecs%2Fusers", ALICE),
+            Want::Ali(404, "InvalidRoute"),
+        ),
+        case(
+            "three dots are a name",
+            call("/ecs/.../x", ALICE),
+            Want::Pass,
+        ),
+        case("..a is a name", call("/ecs/..a", ALICE), Want::Pass),
+        case(
+            "a double-encoded dot segment is a name",
+            call("/ecs/%252e%252e/ram", ALICE),
+            Want::Pass,
+        ),
+        case(
+            "RPC v1 behind a dot segment",
+            target(&rpc_at(&w.host, &iso(0)), |pq| format!("/x/..{pq}")),
+            bad,
+        ),
+        case(
+            "SigV4 (which normalises dot segments when it signs)",
+            sigv4_at(
+                "POST",
+                "sts.test",
+                "/a/../",
+                "",
+                "sts",
+                vec![(
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded; charset=utf-8".into(),
+                )],
+                STS_BODY,
+                &amz_date(now()),
+            ),
+            Want::Aws(400, "InvalidRequest"),
+        ),
+        case(
+            "S3 key with a dot segment",
+            presigned_s3("/bucket/../other/key", now(), "300", ""),
+            Want::Aws(400, "InvalidRequest"),
+        ),
+    ];
+    run_table(&w, "paths", cases).await;
+
+    // What passed was forwarded byte for byte.
+    for path in ["/ecs//users", "/ecs/%252e%252e/ram", "/ecs/.../x"] {
+        let r = call(path, ALICE);
+        assert_eq!(send(w.gw.proxy, &r).await.status, 200, "{path}");
+        assert_eq!(w.up.last().path_and_query, path);
+    }
+
+    // explain judges the same way: a captured escape attempt is denied there too.
+    let attempt = call("/ecs/%2e%2e/ram/users", LEAKED);
+    let file = w.dir.path().join("attempt.http");
+    std::fs::write(&file, wire(&attempt)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_akgate"))
+        .args(["explain", "--rules"])
+        .arg(w.dir.path())
+        .args(["--ip", "127.0.0.1", "--request"])
+        .arg(&file)
+        .env("AKGATE_IT_SECRET_ALICE", ALICE.1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("decision: denied InvalidRequest (HTTP 400)"),
+        "{text}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Percent-encoding and NUL bytes.
+
+#[tokio::test]
+async fn invalid_percent_encoding_and_nul_bytes() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let bad = Want::Ali(400, "InvalidRequest");
+    let at = |path: &str, query: &str| {
+        v3(
+            h,
+            "GET",
+            path,
+            query,
+            "DescribeRegions",
+            ALICE,
+            b"",
+            &iso(0),
+        )
+    };
+    let cases = vec![
+        case("a lone % in the path", at("/a%", ""), bad),
+        case("%zz in the path", at("/a%zzb", ""), bad),
+        case("%2 at the end of the path", at("/a%2", ""), bad),
+        case("a lone % in the query", at("/", "a=%"), bad),
+        case("%zz in the query", at("/", "a=%zz"), bad),
+        case(
+            "%zz in an RPC parameter",
+            target(&rpc_at(h, &iso(0)), |pq| format!("{pq}&x=%zz")),
+            bad,
+        ),
+        case("an encoded NUL in the path", at("/a%00b", ""), bad),
+        // Well-formed escapes of bytes that are not UTF-8 are bytes like any other: signed and
+        // forwarded as sent.
+        case(
+            "truncated UTF-8 in the path",
+            at("/a%e2%82", ""),
+            Want::Pass,
+        ),
+        case(
+            "truncated UTF-8 in the query",
+            at("/", "name=%e2%82"),
+            Want::Pass,
+        ),
+        case(
+            "an encoded NUL in the query",
+            at("/", "name=a%00b"),
+            Want::Pass,
+        ),
+        case(
+            "truncated UTF-8 in the RPC Action",
+            target(&rpc_at(h, &iso(0)), |pq| {
+                pq.replace("Action=DescribeRegions", "Action=Describe%E2%82")
+            }),
+            Want::Ali(400, "IncompleteSignature"),
+        ),
+        raw_case(
+            "a raw NUL in the path",
+            wire(&at("/a\0b", "")),
+            Want::Http(400),
+        ),
+        raw_case(
+            "a raw NUL in a signed header",
+            wire_with(&w.good(), "x-acs-action", b"Describe\0Regions"),
+            Want::Http(400),
+        ),
+        raw_case(
+            "non-ASCII bytes in x-acs-action",
+            wire_with(&w.good(), "x-acs-action", b"Describe\xffRegions"),
+            Want::Ali(400, "IncompleteSignature"),
+        ),
+        raw_case(
+            "a raw space in the path",
+            wire(&at("/a b", "")),
+            Want::Http(400),
+        ),
+    ];
+    run_table(&w, "percent-encoding", cases).await;
+    for (path, query) in [("/a%e2%82", ""), ("/", "name=%e2%82"), ("/", "name=a%00b")] {
+        let r = at(path, query);
+        assert_eq!(send(w.gw.proxy, &r).await.status, 200);
+        assert_eq!(w.up.last().path_and_query, r.path_and_query);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Dates: future, past, garbage, wrong formats, leap seconds, years 0000 and 9999.
+
+#[tokio::test]
+async fn dates_out_of_window_or_malformed() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let expired = Want::Ali(400, "InvalidTimeStamp.Expired");
+    let format = Want::Ali(400, "InvalidTimeStamp.Format");
+    let acs = |date: &str| v3(h, "POST", "/", "", "DescribeRegions", ALICE, b"", date);
+    let today = iso(0);
+    let day = &today[..10];
+    let mut cases = vec![
+        case("x-acs-date: now", acs(&iso(0)), Want::Pass),
+        case(
+            "x-acs-date: 14 minutes ahead",
+            acs(&iso(14 * 60)),
+            Want::Pass,
+        ),
+        case("x-acs-date: an hour ahead", acs(&iso(3600)), expired),
+        case("x-acs-date: an hour ago", acs(&iso(-3600)), expired),
+        case("x-acs-date: a year ahead", acs(&iso(366 * 86400)), expired),
+        case(
+            "x-acs-date: a leap second",
+            acs("2016-12-31T23:59:60Z"),
+            expired,
+        ),
+        case(
+            "x-acs-date: year 0000",
+            acs("0000-01-01T00:00:00Z"),
+            expired,
+        ),
+        case(
+            "x-acs-date: year 9999",
+            acs("9999-12-31T23:59:59Z"),
+            expired,
+        ),
+        case("x-acs-date: 1970", acs("1970-01-01T00:00:00Z"), expired),
+        case(
+            "x-acs-date: two seconds spelled as one leap second",
+            acs(&format!("{day}T23:59:61Z")),
+            format,
+        ),
+        case("x-acs-date: garbage", acs("yesterday"), format),
+        case("x-acs-date: RFC 1123", acs(&http_date(0)), format),
+        case(
+            "x-acs-date: with milliseconds",
+            acs(&today.replace('Z', ".000Z")),
+            format,
+        ),
+        case(
+            "x-acs-date: with an offset",
+            acs(&today.replace('Z', "+00:00")),
+            format,
+        ),
+        case(
+            "x-acs-date: lower-case t and z",
+            acs(&today.replace('T', "t").replace('Z', "z")),
+            format,
+        ),
+        case(
+            "x-acs-date: a space for T",
+            acs(&today.replace('T', " ")),
+            format,
+        ),
+        case(
+            "x-acs-date: month 13",
+            acs(&format!("{}-13-01T00:00:00Z", &today[..4])),
+            format,
+        ),
+        case(
+            "x-acs-date: 30 February",
+            acs(&format!("{}-02-30T00:00:00Z", &today[..4])),
+            format,
+        ),
+        case(
+            "x-acs-date: hour 24",
+            acs(&format!("{day}T24:00:00Z")),
+            format,
+        ),
+        case(
+            "x-acs-date: negative year",
+            acs("-001-01-01T00:00:00Z"),
+            format,
+        ),
+        case("x-acs-date: Unix seconds", acs(&now().to_string()), format),
+        case(
+            "x-acs-date: empty",
+            acs(""),
+            Want::Ali(400, "IncompleteSignature"),
+        ),
+        case("RPC Timestamp: now", rpc_at(h, &iso(0)), Want::Pass),
+        case(
+            "RPC Timestamp: an hour ahead",
+            rpc_at(h, &iso(3600)),
+            expired,
+        ),
+        case("RPC Timestamp: a day ago", rpc_at(h, &iso(-86400)), expired),
+        case(
+            "RPC Timestamp: year 0000",
+            rpc_at(h, "0000-01-01T00:00:00Z"),
+            expired,
+        ),
+        case(
+            "RPC Timestamp: year 9999",
+            rpc_at(h, "9999-12-31T23:59:59Z"),
+            expired,
+        ),
+        case(
+            "RPC Timestamp: a leap second",
+            rpc_at(h, "2016-12-31T23:59:60Z"),
+            expired,
+        ),
+        case("RPC Timestamp: garbage", rpc_at(h, "now"), format),
+        case(
+            "RPC Timestamp: without Z",
+            rpc_at(h, &today.replace('Z', "")),
+            format,
+        ),
+        case(
+            "RPC Timestamp: basic format",
+            rpc_at(h, &amz_date(now())),
+            format,
+        ),
+        case(
+            "ROA Date: now",
+            roa(h, "/clusters", &http_date(0), b"", ALICE),
+            Want::Pass,
+        ),
+        case(
+            "ROA Date: an hour ahead",
+            roa(h, "/clusters", &http_date(3600), b"", ALICE),
+            expired,
+        ),
+        case(
+            "ROA Date: a day ago",
+            roa(h, "/clusters", &http_date(-86400), b"", ALICE),
+            expired,
+        ),
+        case(
+            "ROA Date: ISO 8601",
+            roa(h, "/clusters", &iso(0), b"", ALICE),
+            format,
+        ),
+        case(
+            "ROA Date: the wrong weekday",
+            roa(
+                h,
+                "/clusters",
+                &http_date(86400).replacen(&http_date(86400)[..3], &http_date(0)[..3], 1),
+                b"",
+                ALICE,
+            ),
+            format,
+        ),
+        case(
+            "ROA Date: year 9999",
+            roa(h, "/clusters", "Fri, 31 Dec 9999 23:59:59 GMT", b"", ALICE),
+            expired,
+        ),
+    ];
+    let aws_expired = Want::Aws(400, "RequestExpired");
+    let aws_malformed = Want::Aws(400, "IncompleteSignature");
+    let amz_now = amz_date(now());
+    cases.extend([
+        case("X-Amz-Date: now", sts_at(&amz_now), Want::Pass),
+        case(
+            "X-Amz-Date: an hour ahead",
+            sts_at(&amz_date(now() + 3600)),
+            aws_expired,
+        ),
+        case(
+            "X-Amz-Date: an hour ago",
+            sts_at(&amz_date(now() - 3600)),
+            aws_expired,
+        ),
+        case(
+            "X-Amz-Date: year 9999",
+            sts_at("99991231T235959Z"),
+            aws_expired,
+        ),
+        case(
+            "X-Amz-Date: year 0000",
+            sts_at("00000101T000000Z"),
+            aws_expired,
+        ),
+        case(
+            "X-Amz-Date: a leap second",
+            sts_at("20161231T235960Z"),
+            aws_expired,
+        ),
+        case(
+            "X-Amz-Date: extended format",
+            sts_at(&iso(0)),
+            aws_malformed,
+        ),
+        case(
+            "X-Amz-Date: garbage after the date",
+            sts_at(&format!("{}Tnoon", &amz_now[..8])),
+            aws_malformed,
+        ),
+        case(
+            "X-Amz-Date: not the scope's day",
+            {
+                let r = sts();
+                let other = amz_date(now() - 86400);
+                r.set("x-amz-date", &other)
+            },
+            aws_malformed,
+        ),
+        case(
+            "presigned X-Amz-Date an hour ahead",
+            presigned_s3("/bucket/key.txt", now() + 3600, "300", ""),
+            Want::Aws(403, "AccessDenied"),
+        ),
+        case(
+            "presigned X-Amz-Date year 9999",
+            presigned_s3(
+                "/bucket/key.txt",
+                akgate::time::parse_iso8601_utc("9999-12-31T23:59:59Z").unwrap(),
+                "300",
+                "",
+            ),
+            Want::Aws(403, "AccessDenied"),
+        ),
+    ]);
+    run_table(&w, "dates", cases).await;
+}
