@@ -1,5 +1,7 @@
 //! The rule tooling through the real binary: `check`, `explain`, `sign`, `diff`.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -70,7 +72,14 @@ fn akgate(args: &[&str]) -> Output {
         .env(SECRET_ENV, SECRET)
         .env_remove("AKGATE_RULES")
         .output()
+        .map(captured)
         .expect("run akgate")
+}
+
+/// Every output is also kept for the secrets scan (tests/secrets.rs).
+fn captured(o: Output) -> Output {
+    common::capture_output(&o);
+    o
 }
 
 fn stdout(o: &Output) -> String {
@@ -271,6 +280,7 @@ fn check_skip_secrets_needs_no_secret_but_still_one_source() {
         .args(["check", &dir_arg(&d)])
         .env_remove(SECRET_ENV)
         .output()
+        .map(captured)
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("`AKGATE_CLI_TEST_SECRET` is not set"));
@@ -278,6 +288,7 @@ fn check_skip_secrets_needs_no_secret_but_still_one_source() {
         .args(["check", "--skip-secrets", &dir_arg(&d)])
         .env_remove(SECRET_ENV)
         .output()
+        .map(captured)
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let keys = KEYS.replacen(
@@ -686,6 +697,7 @@ fn sign_prints_a_curl_command_without_the_secret() {
             "X",
         ])
         .output()
+        .map(captured)
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`AKGATE_CLI_NOPE` is not set"));

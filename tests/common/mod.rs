@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,53 @@ pub const OTHER_ACCOUNT: (&str, &str) = ("AKOTHERACCT00001", "other-secret-for-t
 pub const STS_KEY: (&str, &str) = ("STS.AKTEMPORARY01", "sts-secret-for-tests-only");
 pub const STS_EXPIRED: (&str, &str) = ("STS.AKEXPIRED0001", "sts-expired-secret-for-tests-only");
 pub const STS_TOKEN: &str = "CAIS+fake/sts==token-for-tests";
+/// The SigV4 key of tests/secrets.rs.
+pub const AWS_SECRETS_TEST: (&str, &str) =
+    ("AKIASECRETSSCAN00001", "aws-scan-secret/for+tests=only");
+
+/// Secrets configured by test files that keep their own constants: (file in tests/, secret).
+/// `tests/secrets.rs` checks that each still appears in its file, so that this list cannot go
+/// stale unnoticed.
+pub const OTHER_TEST_SECRETS: &[(&str, &str)] = &[
+    ("audit.rs", "plain-secret-for-tests-only"),
+    ("audit.rs", "shadow-user-secret-for-tests-only"),
+    ("audit.rs", "shadow-leak-secret-for-tests-only"),
+    ("cli.rs", "cli-test-secret"),
+    ("sigv4.rs", "aws-secret-for-tests-only/+abc"),
+    ("interop.rs", "interop-ok-secret-FAKE-tests-only"),
+    ("interop.rs", "interop-leaked-secret-FAKE-tests-only"),
+    ("interop.rs", "interop-sts-secret-FAKE-tests-only"),
+    ("interop.rs", "interop-expired-secret-FAKE-tests-only"),
+    ("interop.rs", "interopOkSecretFAKEforTestsOnly000000001"),
+    ("interop.rs", "interopLeakedSecretFAKEforTestsOnly00001"),
+    ("interop.rs", "interopStsSecretFAKEforTestsOnly00000001"),
+    ("interop.rs", "interopExpiredSecretFAKEforTestsOnly0001"),
+];
+
+/// Every AccessKey secret the test suite and the shipped demo configure, with a label naming
+/// it: what akgate must never write. The one list the secrets scan uses.
+pub fn configured_secrets() -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = [
+        ("ALICE", ALICE.1),
+        ("BOB_LIMITED", BOB_LIMITED.1),
+        ("DISABLED", DISABLED.1),
+        ("LEAKED", LEAKED.1),
+        ("OTHER_ACCOUNT", OTHER_ACCOUNT.1),
+        ("STS_KEY", STS_KEY.1),
+        ("STS_EXPIRED", STS_EXPIRED.1),
+        ("AWS_SECRETS_TEST", AWS_SECRETS_TEST.1),
+    ]
+    .iter()
+    .map(|(l, s)| (l.to_string(), s.to_string()))
+    .collect();
+    for (id, _, secret) in akgate::demo::DEMO_KEYS {
+        all.push((format!("demo key {id}"), secret.to_string()));
+    }
+    for (file, secret) in OTHER_TEST_SECRETS {
+        all.push((format!("tests/{file}"), secret.to_string()));
+    }
+    all
+}
 
 /// What the upstream received.
 #[derive(Debug, Clone)]
@@ -277,27 +324,85 @@ upstream_timeout = "1s"
     .unwrap();
 }
 
+/// Where the harness keeps a copy of everything akgate writes during the test run (its stdout,
+/// stderr and audit-log files, the response bodies the helpers receive, the CLI tools' output),
+/// for `tests/secrets.rs` to scan for secrets. `.ci/run` empties it before `cargo test`.
+pub fn capture_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_TARGET_TMPDIR"), "/akgate-capture"))
+}
+
+/// A new file in [`capture_dir`], named after the test binary, this process and `what`. `None`
+/// if it cannot be created; the scan then finds too little and fails.
+pub fn capture_file(what: &str) -> Option<std::fs::File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = capture_dir();
+    std::fs::create_dir_all(&dir).ok()?;
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.file_stem()?.to_str()?.to_string();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{bin}-{}-{seq:04}-{what}.log", std::process::id());
+    std::fs::File::create(dir.join(name)).ok()
+}
+
+/// Appends to this process's capture file of `what` (one file per kind, opened on first use).
+pub fn capture(what: &'static str, bytes: &[u8]) {
+    static FILES: Mutex<Vec<(&'static str, std::fs::File)>> = Mutex::new(Vec::new());
+    let mut files = FILES.lock().unwrap_or_else(|p| p.into_inner());
+    if !files.iter().any(|(w, _)| *w == what) {
+        let Some(f) = capture_file(what) else { return };
+        files.push((what, f));
+    }
+    if let Some((_, f)) = files.iter_mut().find(|(w, _)| *w == what) {
+        let _ = f.write_all(bytes);
+    }
+}
+
+/// Captures a finished command's stdout and stderr (the CLI tools).
+pub fn capture_output(out: &std::process::Output) {
+    capture("cli-stdout", &out.stdout);
+    capture("cli-stderr", &out.stderr);
+}
+
 /// The `akgate` binary, running `serve` until dropped.
 ///
 /// Its stdout (the "listening" line, then audit lines unless `--audit-log` says otherwise) and
-/// stderr are drained by threads so the child never blocks on a full pipe.
+/// stderr are drained by threads so the child never blocks on a full pipe; both are also copied
+/// to [`capture_dir`], and so is an `--audit-log` file when the gateway is dropped.
 pub struct Akgate {
     child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_text: Arc<Mutex<String>>,
+    drains: Vec<std::thread::JoinHandle<()>>,
+    audit_file: Option<PathBuf>,
 }
 
 impl Akgate {
     pub fn start(rules: &Path, listen: &str, extra: &[&str]) -> Akgate {
+        Akgate::start_with_env(rules, listen, extra, &[])
+    }
+
+    /// [`Akgate::start`] with more environment variables (set after the defaults, so
+    /// `AKGATE_LOG` may be overridden).
+    pub fn start_with_env(
+        rules: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Akgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_akgate"))
             .args(["serve", "--rules"])
             .arg(rules)
             .args(["--listen", listen, "--admin", "127.0.0.1:0"])
             .args(extra)
             .env("AKGATE_IT_SECRET_ALICE", ALICE.1)
-            .env("AKGATE_LOG", std::env::var("AKGATE_TEST_LOG").unwrap_or("warn".into()))
+            .env(
+                "AKGATE_LOG",
+                std::env::var("AKGATE_TEST_LOG").unwrap_or("warn".into()),
+            )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -305,6 +410,10 @@ impl Akgate {
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
+        let mut stdout_capture = capture_file("akgate-stdout");
+        if let Some(f) = &mut stdout_capture {
+            let _ = f.write_all(line.as_bytes());
+        }
         if line.is_empty() {
             let mut err = String::new();
             child
@@ -313,6 +422,7 @@ impl Akgate {
                 .unwrap()
                 .read_to_string(&mut err)
                 .unwrap();
+            capture("akgate-stderr", err.as_bytes());
             panic!("akgate did not start: {err}");
         }
         // "akgate listening on http://A admin http://B"
@@ -320,28 +430,55 @@ impl Akgate {
         let addr = |w: &str| w.split("://").nth(1).unwrap().parse().unwrap();
         let stdout_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = stdout_lines.clone();
-        std::thread::spawn(move || {
+        let stdout_drain = std::thread::spawn(move || {
             for line in stdout.lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = &mut stdout_capture {
+                    let _ = writeln!(f, "{line}");
+                }
                 sink.lock().unwrap().push(line);
             }
         });
         let stderr_text = Arc::new(Mutex::new(String::new()));
         let sink = stderr_text.clone();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
+        let mut stderr_capture = capture_file("akgate-stderr");
+        let stderr_drain = std::thread::spawn(move || {
             let mut line = String::new();
             while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if let Some(f) = &mut stderr_capture {
+                    let _ = f.write_all(line.as_bytes());
+                }
                 sink.lock().unwrap().push_str(&line);
                 line.clear();
             }
         });
+        let audit_file = extra
+            .windows(2)
+            .find(|w| w[0] == "--audit-log" && !matches!(w[1], "stdout" | "off" | "-"))
+            .map(|w| PathBuf::from(w[1]));
         Akgate {
             proxy: addr(words[3]),
             admin: addr(words[5]),
             child,
             stdout_lines,
             stderr_text,
+            drains: vec![stdout_drain, stderr_drain],
+            audit_file,
+        }
+    }
+
+    /// Stops the gateway (SIGTERM, so it flushes what it buffers; SIGKILL after 10 s) and waits
+    /// until everything it wrote on stdout and stderr has been read, so that [`Self::audit_lines`]
+    /// and [`Self::stderr`] are complete.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        if self.wait_exit(Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for drain in self.drains.drain(..) {
+            let _ = drain.join();
         }
     }
 
@@ -418,6 +555,9 @@ impl Drop for Akgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(text) = self.audit_file.as_ref().and_then(|p| std::fs::read(p).ok()) {
+            capture("akgate-audit-file", &text);
+        }
     }
 }
 
@@ -683,6 +823,16 @@ pub async fn collect(resp: Response<Incoming>) -> Resp {
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let mut copy = format!("{status}\n").into_bytes();
+    for (k, v) in &headers {
+        copy.extend_from_slice(format!("{k}: ").as_bytes());
+        copy.extend_from_slice(v.as_bytes());
+        copy.push(b'\n');
+    }
+    copy.push(b'\n');
+    copy.extend_from_slice(&body);
+    copy.extend_from_slice(b"\n\n");
+    capture("responses", &copy);
     Resp {
         status,
         headers,
