@@ -2658,3 +2658,407 @@ async fn dates_out_of_window_or_malformed() {
     ]);
     run_table(&w, "dates", cases).await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Replays across HTTP/1.1 and HTTP/2, and concurrent duplicates.
+
+/// Sends one request on an HTTP/2 connection of its own (prior knowledge).
+async fn send_h2_one(addr: SocketAddr, req: &Req) -> Answer {
+    Answer::from(send_h2(addr, std::slice::from_ref(req)).await.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replays_across_protocols_and_concurrent_duplicates() {
+    let w = world().await;
+    let h = w.host.as_str();
+    let used = Want::Ali(400, "SignatureNonceUsed");
+    let mut failures = Vec::new();
+    let mut check = |name: &str, a: Answer, want: Want, forwarded: usize| {
+        if let Err(e) = judge(&a, want, forwarded) {
+            failures.push(format!("{name}: {e}"));
+        }
+    };
+    let requests = [
+        ("V3", signed(h, "DescribeRegions", "", ALICE, b"Name=x", 0)),
+        ("RPC v1", rpc_at(h, &iso(0))),
+        (
+            "ROA v1 with a nonce",
+            roa(h, "/clusters", &http_date(0), b"{}", ALICE),
+        ),
+    ];
+    for (scheme, r) in &requests {
+        // HTTP/1.1 first, then the same bytes over HTTP/2.
+        let n = w.up.count();
+        let a = Answer::from(send(w.gw.proxy, r).await);
+        check(&format!("{scheme} h1"), a, Want::Pass, w.up.count() - n);
+        let n = w.up.count();
+        let a = send_h2_one(w.gw.proxy, r).await;
+        check(&format!("{scheme} h1 then h2"), a, used, w.up.count() - n);
+    }
+    let requests = [
+        ("V3", signed(h, "DescribeRegions", "", ALICE, b"Name=y", 0)),
+        ("RPC v1", rpc_at(h, &iso(0))),
+        (
+            "ROA v1 with a nonce",
+            roa(h, "/clusters", &http_date(0), b"{}", ALICE),
+        ),
+    ];
+    for (scheme, r) in &requests {
+        // HTTP/2 first, then HTTP/1.1.
+        let n = w.up.count();
+        let a = send_h2_one(w.gw.proxy, r).await;
+        check(&format!("{scheme} h2"), a, Want::Pass, w.up.count() - n);
+        let n = w.up.count();
+        let a = Answer::from(send(w.gw.proxy, r).await);
+        check(&format!("{scheme} h2 then h1"), a, used, w.up.count() - n);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The same signed request, 16 times at once: 8 over separate HTTP/1.1 connections and 8 as
+    // concurrent streams of one HTTP/2 connection. Exactly one may pass.
+    for (scheme, r) in [
+        ("V3", signed(h, "DescribeRegions", "", ALICE, b"", 0)),
+        ("RPC v1", rpc_at(h, &iso(0))),
+    ] {
+        let before = w.up.count();
+        let stream = TcpStream::connect(w.gw.proxy).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let (r, barrier, addr) = (r.clone(), barrier.clone(), w.gw.proxy);
+            let mut sender = sender.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                if i % 2 == 0 {
+                    send(addr, &r).await.status.as_u16()
+                } else {
+                    let mut b = http::Request::builder()
+                        .method(r.method.as_str())
+                        .uri(format!("http://{}{}", header(&r, "host"), r.path_and_query));
+                    for (k, v) in r.headers.iter().filter(|(k, _)| k != "host") {
+                        b = b.header(k.as_str(), v.as_str());
+                    }
+                    let req = b.body(Full::new(Bytes::from(r.body.clone()))).unwrap();
+                    collect(sender.send_request(req).await.unwrap())
+                        .await
+                        .status
+                        .as_u16()
+                }
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        let passed = statuses.iter().filter(|&&s| s == 200).count();
+        let replayed = statuses.iter().filter(|&&s| s == 400).count();
+        assert_eq!((passed, replayed), (1, 15), "{scheme}: {statuses:?}");
+        assert_eq!(w.up.count(), before + 1, "{scheme}");
+    }
+    w.assert_alive().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Source addresses: what an untrusted peer claims is ignored; a trusted proxy's X-Forwarded-For
+// and Forwarded are believed by the rightmost-untrusted rule; zone ids and garbage are no
+// address at all.
+
+#[tokio::test]
+async fn spoofed_and_malformed_forwarding_headers() {
+    let w = world().await;
+    let h = w.host.as_str();
+    // OTHER_ACCOUNT's account admits 127.0.0.5 and 2001:db8::/32 only; 127.0.0.9 is the one
+    // trusted proxy; ZONED's account admits fe80::/10 and 127.0.0.1.
+    let other = || signed(h, "DescribeRegions", "", OTHER_ACCOUNT, b"", 0);
+    let zoned = || signed(h, "DescribeRegions", "", ZONED, b"", 0);
+    let denied = Want::Ali(403, "Forbidden.SourceIpNotAllowed");
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    let (client, allowed, proxy) = (ip("127.0.0.1"), ip("127.0.0.5"), ip("127.0.0.9"));
+    let cases: Vec<(&str, Option<IpAddr>, Req, Want)> = vec![
+        (
+            "control: from the allowed address",
+            allowed,
+            other(),
+            Want::Pass,
+        ),
+        ("control: from elsewhere", client, other(), denied),
+        // An untrusted peer's claims.
+        (
+            "untrusted: X-Forwarded-For",
+            client,
+            other().header("x-forwarded-for", "127.0.0.5"),
+            denied,
+        ),
+        (
+            "untrusted: Forwarded",
+            client,
+            other().header("forwarded", "for=127.0.0.5"),
+            denied,
+        ),
+        (
+            "untrusted: X-Real-IP",
+            client,
+            other().header("x-real-ip", "127.0.0.5"),
+            denied,
+        ),
+        (
+            "untrusted: all three",
+            client,
+            other()
+                .header("x-forwarded-for", "127.0.0.5")
+                .header("forwarded", "for=127.0.0.5")
+                .header("x-real-ip", "127.0.0.5"),
+            denied,
+        ),
+        (
+            "untrusted: claims do not hurt an allowed peer",
+            allowed,
+            other()
+                .header("x-forwarded-for", "203.0.113.1, garbage")
+                .header("forwarded", "for=_hidden")
+                .header("x-real-ip", "fe80::1%eth0"),
+            Want::Pass,
+        ),
+        // A trusted proxy.
+        (
+            "trusted: X-Forwarded-For",
+            proxy,
+            other().header("x-forwarded-for", "127.0.0.5"),
+            Want::Pass,
+        ),
+        (
+            "trusted: X-Real-IP is not read",
+            proxy,
+            other().header("x-real-ip", "127.0.0.5"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded",
+            proxy,
+            other().header("forwarded", "for=127.0.0.5"),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded with a port, quoted",
+            proxy,
+            other().header("forwarded", "for=\"127.0.0.5:4711\";proto=http"),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded, quoted IPv6 with a port",
+            proxy,
+            other().header("forwarded", "for=\"[2001:db8::1]:4711\""),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded, unquoted IPv6 is still one address",
+            proxy,
+            other().header("forwarded", "for=2001:db8::1"),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded, the client's element left of the real one",
+            proxy,
+            other().header("forwarded", "for=127.0.0.5, for=127.0.0.2"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded, the real one rightmost",
+            proxy,
+            other().header("forwarded", "for=127.0.0.2, for=127.0.0.5"),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded in two header lines",
+            proxy,
+            other()
+                .header("forwarded", "for=127.0.0.2")
+                .header("forwarded", "for=127.0.0.5;by=x"),
+            Want::Pass,
+        ),
+        (
+            "trusted: Forwarded obfuscated",
+            proxy,
+            other().header("forwarded", "for=_hidden"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded unknown",
+            proxy,
+            other().header("forwarded", "for=unknown"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded without for",
+            proxy,
+            other().header("forwarded", "proto=https"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded with for twice",
+            proxy,
+            other().header("forwarded", "for=127.0.0.5;for=127.0.0.2"),
+            denied,
+        ),
+        (
+            "trusted: both headers, agreeing",
+            proxy,
+            other()
+                .header("x-forwarded-for", "127.0.0.5")
+                .header("forwarded", "for=127.0.0.5"),
+            Want::Pass,
+        ),
+        (
+            "trusted: both headers, disagreeing",
+            proxy,
+            other()
+                .header("x-forwarded-for", "127.0.0.5")
+                .header("forwarded", "for=127.0.0.2"),
+            denied,
+        ),
+        (
+            "trusted: both headers, the allowed one only in Forwarded",
+            proxy,
+            other()
+                .header("x-forwarded-for", "127.0.0.2")
+                .header("forwarded", "for=127.0.0.5"),
+            denied,
+        ),
+        // Garbage from a trusted proxy makes the source unknown.
+        (
+            "trusted: XFF garbage",
+            proxy,
+            other().header("x-forwarded-for", "garbage"),
+            denied,
+        ),
+        (
+            "trusted: XFF garbage right of the address",
+            proxy,
+            other().header("x-forwarded-for", "127.0.0.5, garbage"),
+            denied,
+        ),
+        (
+            "trusted: XFF garbage left of the address is never reached",
+            proxy,
+            other().header("x-forwarded-for", "garbage, 127.0.0.5"),
+            Want::Pass,
+        ),
+        (
+            "trusted: XFF quoted",
+            proxy,
+            other().header("x-forwarded-for", "\"127.0.0.5\""),
+            denied,
+        ),
+        (
+            "trusted: XFF with a port",
+            proxy,
+            other().header("x-forwarded-for", "127.0.0.5:80"),
+            Want::Pass,
+        ),
+        (
+            "trusted: XFF empty elements",
+            proxy,
+            other().header("x-forwarded-for", " , 127.0.0.5 ,, "),
+            Want::Pass,
+        ),
+        (
+            "trusted: XFF empty",
+            proxy,
+            other().header("x-forwarded-for", ""),
+            denied,
+        ),
+        (
+            "trusted: XFF a CIDR",
+            proxy,
+            other().header("x-forwarded-for", "127.0.0.5/32"),
+            denied,
+        ),
+        (
+            "trusted: XFF an IPv4-mapped address",
+            proxy,
+            other().header("x-forwarded-for", "::ffff:127.0.0.5"),
+            Want::Pass,
+        ),
+        // Link-local addresses with zone ids are never addresses, however written.
+        (
+            "control: trusted, link-local",
+            proxy,
+            zoned().header("x-forwarded-for", "fe80::1"),
+            Want::Pass,
+        ),
+        (
+            "trusted: XFF zone id",
+            proxy,
+            zoned().header("x-forwarded-for", "fe80::1%eth0"),
+            denied,
+        ),
+        (
+            "trusted: XFF %25 zone id",
+            proxy,
+            zoned().header("x-forwarded-for", "fe80::1%25eth0"),
+            denied,
+        ),
+        (
+            "trusted: XFF numeric zone id with a port",
+            proxy,
+            zoned().header("x-forwarded-for", "[fe80::1%2]:80"),
+            denied,
+        ),
+        (
+            "trusted: Forwarded zone id",
+            proxy,
+            zoned().header("forwarded", "for=\"[fe80::1%25eth0]:80\""),
+            denied,
+        ),
+        (
+            "untrusted: a zone id changes nothing",
+            client,
+            zoned().header("x-forwarded-for", "fe80::1%2"),
+            Want::Pass,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, from, req, want) in cases {
+        let before = w.up.count();
+        let a = Answer::from(send_from(w.gw.proxy, from, &req).await);
+        if let Err(e) = judge(&a, want, w.up.count() - before) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    // Non-ASCII bytes in X-Forwarded-For from a trusted proxy: unknown, refused.
+    let before = w.up.count();
+    let ex = exchange(
+        w.gw.proxy,
+        proxy,
+        &wire_with(&other(), "x-forwarded-for", b"127.0.0.5\xff"),
+        1,
+    )
+    .await;
+    if let Err(e) = judge(&ex.answers[0], denied, w.up.count() - before) {
+        failures.push(format!("trusted: XFF not ASCII: {e}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // What the upstream is told: the peer, never the client's own claims.
+    let r = other()
+        .header("x-forwarded-for", "203.0.113.1")
+        .header("forwarded", "for=203.0.113.1")
+        .header("x-real-ip", "203.0.113.1");
+    assert_eq!(send_from(w.gw.proxy, allowed, &r).await.status, 200);
+    let seen = w.up.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.5");
+    assert!(seen.headers.get("forwarded").is_none());
+    assert!(seen.headers.get("x-real-ip").is_none());
+    // Through the trusted proxy, its Forwarded is passed on as received and XFF names the proxy.
+    let r = other().header("forwarded", "for=127.0.0.5");
+    assert_eq!(send_from(w.gw.proxy, proxy, &r).await.status, 200);
+    let seen = w.up.last();
+    assert_eq!(seen.headers["forwarded"], "for=127.0.0.5");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.9");
+    w.assert_alive().await;
+}
