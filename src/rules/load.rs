@@ -245,11 +245,28 @@ pub fn load_dir_with(
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        files.push(SourceFile {
+        files.push((name, text));
+    }
+    load_sources(dir, files, opts, check)
+}
+
+/// Compiles rule files already in memory, `(file name, text)`, in the order given ([`load_dir`]
+/// passes them sorted by name). `dir` is only where `secret_file`-style references are resolved
+/// and what problems of the whole set are reported against; the rule files themselves are not
+/// read from it. [`load_dir_with`] goes through here, so both validate identically.
+pub fn load_sources(
+    dir: &Path,
+    sources: impl IntoIterator<Item = (String, String)>,
+    opts: &LoadOptions,
+    check: &CheckOptions,
+) -> Result<Snapshot, LoadError> {
+    let files: Vec<SourceFile> = sources
+        .into_iter()
+        .map(|(name, text)| SourceFile {
             name: name.into(),
             text,
-        });
-    }
+        })
+        .collect();
     compile(dir, &files, opts, check)
 }
 
