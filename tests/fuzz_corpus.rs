@@ -118,3 +118,73 @@ fn decoder_reads_http_text_like_the_server() {
     assert!(harness::decode_request(b"GET / HTTP/1.1\nHost: a\nHost: b\n\n").is_none());
     assert!(harness::decode_request(b"GET http://a/ HTTP/1.1\nHost: b\n\n").is_none());
 }
+
+mod common;
+
+/// Found while fuzzing the RPC round trip: the gateway reads a body as a form only when the
+/// *first* `Content-Type` says so, and the action-consistency check reads form bodies only. With
+/// `text/plain` first and a form type second, a leaked key's holder could sign a harmless
+/// `x-acs-action` and put a high-risk `Action` in a form body for an upstream that reads the other
+/// content type. A signed request with more than one `Content-Type` is refused, never forwarded.
+#[tokio::test]
+async fn a_second_content_type_cannot_smuggle_a_form_action() {
+    use common::*;
+    let up = upstream().await;
+    let slow = hanging_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(dir.path(), up.addr, slow);
+    let gw = Akgate::start(dir.path(), "127.0.0.1:0", &[]);
+    let host = gw.proxy.to_string();
+    let body = b"Action=DeleteInstance&InstanceId=i-1";
+    let request = |content_types: &[&str]| {
+        let mut headers = vec![
+            ("host".to_string(), host.clone()),
+            ("x-acs-action".to_string(), "DescribeRegions".to_string()),
+            ("x-acs-version".to_string(), "2014-05-26".to_string()),
+            (
+                "x-acs-date".to_string(),
+                akgate::time::format_iso8601_utc(now()),
+            ),
+            ("x-acs-signature-nonce".to_string(), nonce()),
+        ];
+        for ct in content_types {
+            headers.push(("content-type".to_string(), ct.to_string()));
+        }
+        akgate::auth::acs3::sign(
+            "POST",
+            "/",
+            "",
+            &mut headers,
+            body,
+            LEAKED.0,
+            LEAKED.1.as_bytes(),
+        );
+        Req {
+            method: "POST".into(),
+            path_and_query: "/".into(),
+            headers,
+            body: body.to_vec(),
+        }
+    };
+
+    // One form content type: the body's Action is read, disagrees, and is refused.
+    let r = send(gw.proxy, &request(&["application/x-www-form-urlencoded"])).await;
+    r.assert_error(400, "IncompleteSignature");
+    // The same body behind a first content type that is not a form.
+    for pair in [
+        ["text/plain", "application/x-www-form-urlencoded"],
+        ["application/x-www-form-urlencoded", "text/plain"],
+    ] {
+        let r = send(gw.proxy, &request(&pair)).await;
+        r.assert_error(400, "IncompleteSignature");
+        assert!(
+            r.message().contains("content-type"),
+            "{pair:?}: {}",
+            r.message()
+        );
+    }
+    // A plain text body with one content type still passes: the refusal is about the repeat.
+    let r = send(gw.proxy, &request(&["text/plain"])).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(up.count(), 1, "only the unambiguous request is forwarded");
+}

@@ -180,6 +180,14 @@ impl ParsedAuth<'_> {
 
 /// Finds the signature scheme of a request and extracts its credential.
 pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
+    let auth = parse_scheme(req)?;
+    // Whether a body is a form (and so may name the action) hangs on its one content type. With
+    // two, the gateway would read the first and an upstream might read the other.
+    single_header(req.headers, "content-type")?;
+    Ok(auth)
+}
+
+fn parse_scheme<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     let mut auth = req.headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = auth.next() else {
         // No Authorization: the signature, if any, is in the parameters.
