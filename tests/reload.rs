@@ -630,3 +630,366 @@ async fn rules_status_shows_hash_time_and_positioned_error() {
         Some(2.0)
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Rule safety: whatever happens to the files, a broken set never replaces a good one.
+
+async fn post_reload(w: &World) -> Resp {
+    let req = Req {
+        method: "POST".into(),
+        path_and_query: "/rules/reload".into(),
+        headers: vec![],
+        body: vec![],
+    };
+    send(w.gw.admin, &req).await
+}
+
+/// Waits until a failed reload whose error contains `error` is reported, then checks that the
+/// first rule set still serves, leaked-key flags included, and that the failure was counted.
+async fn refused_while_the_old_rules_serve(w: &World, error: &str) {
+    assert!(
+        eventually(WAIT, || async {
+            rules(w).await["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(error))
+        })
+        .await,
+        "no failed reload mentioning {error:?}: {}",
+        rules(w).await
+    );
+    let r = rules(w).await;
+    assert_eq!(r["generation"], 1, "{r}");
+    assert_eq!(r["keys"], 7, "{r}");
+    assert_eq!(status_of(w, "DescribeRegions", ALICE).await, 200);
+    assert_eq!(
+        status_of(w, "DeleteInstance", LEAKED).await,
+        403,
+        "the leaked key's flag is still in force"
+    );
+    assert_eq!(status_of(w, "DescribeRegions", DISABLED).await, 400);
+    assert!(reloads(w, "error").await >= 1.0, "{}", metrics(w).await);
+}
+
+/// Waits until the error clears (the files are as they were: no new generation).
+async fn recovered(w: &World) {
+    assert!(
+        eventually(WAIT, || async { rules(w).await["last_error"].is_null() }).await,
+        "{}",
+        rules(w).await
+    );
+    assert_eq!(generation(w).await, 1);
+}
+
+#[tokio::test]
+async fn deleting_every_rule_file_is_refused() {
+    let w = world(&[]).await;
+    let dir = w.dir.path();
+    let names = [
+        "keys.toml",
+        "leaked.toml",
+        "high_risk.toml",
+        "routes.toml",
+        "settings.toml",
+    ];
+    let saved: Vec<(&str, String)> = names
+        .iter()
+        .map(|n| (*n, std::fs::read_to_string(dir.join(n)).unwrap()))
+        .collect();
+    // keys.toml first, so that no state on the way (a set without its leaked flags, say) is a
+    // valid rule set that could be applied.
+    for n in names {
+        std::fs::remove_file(dir.join(n)).unwrap();
+    }
+    refused_while_the_old_rules_serve(&w, "no rule files").await;
+    // Restored, keys.toml last: the same set as before.
+    for (n, text) in saved.iter().rev() {
+        std::fs::write(dir.join(n), text).unwrap();
+    }
+    recovered(&w).await;
+}
+
+#[tokio::test]
+async fn a_file_truncated_mid_table_is_refused() {
+    let w = world(&[]).await;
+    let keys = w.dir.path().join("keys.toml");
+    let good = std::fs::read_to_string(&keys).unwrap();
+    // Cut inside the leaked key's table, in the middle of its secret.
+    let cut = good.find(LEAKED.1).unwrap() + 5;
+    write_in_place(&keys, &good[..cut]);
+    refused_while_the_old_rules_serve(&w, "keys.toml:").await;
+    write_in_place(&keys, &good);
+    recovered(&w).await;
+    // Cut between two fields of the table: its required `account` and `status` are missing.
+    let cut = good.find(&format!("id = \"{}\"", LEAKED.0)).unwrap();
+    let cut = cut + good[cut..].find('\n').unwrap() + 1;
+    write_in_place(&keys, &good[..cut]);
+    refused_while_the_old_rules_serve(&w, "missing field").await;
+    write_in_place(&keys, &good);
+    recovered(&w).await;
+}
+
+#[tokio::test]
+async fn a_binary_rule_file_is_refused() {
+    let w = world(&[]).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let good = std::fs::read(&leaked).unwrap();
+    // Not UTF-8.
+    std::fs::write(&leaked, [0xff, 0xfe, 0x00, 0x5b, 0x5b, 0x80, 0x81, 0x0a]).unwrap();
+    refused_while_the_old_rules_serve(&w, "leaked.toml").await;
+    std::fs::write(&leaked, &good).unwrap();
+    recovered(&w).await;
+    // UTF-8, but NUL bytes and control characters rather than TOML.
+    std::fs::write(&leaked, "\u{0}\u{0}\u{1}\u{7f}[[leaked_key]]\u{0}\n").unwrap();
+    refused_while_the_old_rules_serve(&w, "leaked.toml:").await;
+    std::fs::write(&leaked, &good).unwrap();
+    recovered(&w).await;
+}
+
+/// A rule file replaced by a directory or by a symlink to nothing fails the reload: skipping it
+/// would apply the rest of the set without it (here: without the leaked-key flags). Without the
+/// watcher, so that the instant between removing the file and creating the directory is never
+/// reloaded on its own (a set without `leaked.toml` is valid).
+#[tokio::test]
+async fn a_rule_file_replaced_by_a_directory_or_a_dangling_link_is_refused() {
+    let w = world(&["--no-watch"]).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let good = std::fs::read_to_string(&leaked).unwrap();
+
+    std::fs::remove_file(&leaked).unwrap();
+    std::fs::create_dir(&leaked).unwrap();
+    let r = post_reload(&w).await;
+    assert_eq!(r.headers["x-akgate-reload"], "error");
+    refused_while_the_old_rules_serve(&w, "`leaked.toml` is not a regular file").await;
+
+    std::fs::remove_dir(&leaked).unwrap();
+    let link = w.dir.path().join(".leaked.toml.link");
+    std::os::unix::fs::symlink(w.dir.path().join("gone.toml"), &link).unwrap();
+    std::fs::rename(&link, &leaked).unwrap();
+    let r = post_reload(&w).await;
+    assert_eq!(r.headers["x-akgate-reload"], "error");
+    refused_while_the_old_rules_serve(&w, "`leaked.toml`").await;
+
+    std::fs::remove_file(&leaked).unwrap();
+    std::fs::write(&leaked, good).unwrap();
+    let r = post_reload(&w).await;
+    assert_eq!(r.headers["x-akgate-reload"], "unchanged");
+    recovered(&w).await;
+}
+
+/// The same, with the watcher: the link is renamed over the file in one step.
+#[tokio::test]
+async fn a_rule_file_swapped_for_a_dangling_link_is_refused_by_the_watcher() {
+    let w = world(&[]).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let good = std::fs::read_to_string(&leaked).unwrap();
+    let link = w.dir.path().join(".leaked.toml.link");
+    std::os::unix::fs::symlink("nowhere.toml", &link).unwrap();
+    std::fs::rename(&link, &leaked).unwrap();
+    refused_while_the_old_rules_serve(&w, "`leaked.toml`").await;
+    save_by_rename(&leaked, &good);
+    recovered(&w).await;
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_file_is_refused() {
+    let w = world(&[]).await;
+    let secret = w.dir.path().join("bob.secret");
+    let good = std::fs::read_to_string(&secret).unwrap();
+    let bob_ok = || async {
+        send_from(
+            w.gw.proxy,
+            Some("127.0.0.3".parse().unwrap()),
+            &signed(&w.host, "DescribeRegions", "", BOB_LIMITED, b"", 0),
+        )
+        .await
+        .status
+    };
+    assert_eq!(bob_ok().await, 200);
+
+    std::fs::remove_file(&secret).unwrap();
+    refused_while_the_old_rules_serve(&w, "cannot read secret file `bob.secret`").await;
+    assert_eq!(bob_ok().await, 200, "bob's key keeps its secret");
+
+    std::fs::create_dir(&secret).unwrap();
+    refused_while_the_old_rules_serve(&w, "cannot read secret file `bob.secret`").await;
+    std::fs::remove_dir(&secret).unwrap();
+    std::fs::write(&secret, &good).unwrap();
+    recovered(&w).await;
+
+    // Permission denied, where that means anything (root reads a mode-000 file).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&secret).is_err() {
+        refused_while_the_old_rules_serve(&w, "cannot read secret file `bob.secret`").await;
+    } else {
+        eprintln!("mode 000 does not stop this user from reading: permission case not exercised");
+    }
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    recovered(&w).await;
+    assert_eq!(bob_ok().await, 200);
+}
+
+#[tokio::test]
+async fn a_missing_secret_env_is_refused() {
+    let w = world(&[]).await;
+    let keys = w.dir.path().join("keys.toml");
+    let good = std::fs::read_to_string(&keys).unwrap();
+    write_in_place(
+        &keys,
+        &good.replace("AKGATE_IT_SECRET_ALICE", "AKGATE_IT_SECRET_NOBODY_SET"),
+    );
+    refused_while_the_old_rules_serve(
+        &w,
+        "environment variable `AKGATE_IT_SECRET_NOBODY_SET` is not set",
+    )
+    .await;
+    write_in_place(&keys, &good);
+    recovered(&w).await;
+}
+
+/// `akgate check DIR` with the gateway's secrets in the environment: (exit code, stdout).
+fn check(dir: &Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_akgate"))
+        .args(["check", dir.to_str().unwrap()])
+        .env("AKGATE_IT_SECRET_ALICE", ALICE.1)
+        .env_remove("AKGATE_RULES")
+        .output()
+        .unwrap();
+    capture_output(&o);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+const REFUSE_ALL: &str = "every request will be refused";
+
+/// Disabling every key at once is valid (an incident response may do it) and is applied, but it
+/// is said loudly: a warning in the log, in `/rules` and from `akgate check`, and
+/// `akgate_rules_active_keys` drops to 0.
+#[tokio::test]
+async fn a_set_refusing_every_key_is_applied_and_warned_about() {
+    let w = world(&[]).await;
+    let r = rules(&w).await;
+    assert_eq!(r["active_keys"], 6, "{r}");
+    assert_eq!(
+        metric(&metrics(&w).await, "akgate_rules_active_keys", &[]),
+        Some(6.0)
+    );
+    assert!(!r["warnings"].to_string().contains(REFUSE_ALL), "{r}");
+    let keys = w.dir.path().join("keys.toml");
+    let good = std::fs::read_to_string(&keys).unwrap();
+    write_in_place(
+        &keys,
+        &good.replace("status = \"active\"", "status = \"disabled\""),
+    );
+    assert!(
+        eventually(WAIT, || async { generation(&w).await == 2 }).await,
+        "{}",
+        rules(&w).await
+    );
+    let r = rules(&w).await;
+    assert!(r["last_error"].is_null(), "{r}");
+    assert_eq!(r["active_keys"], 0, "{r}");
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains(REFUSE_ALL), "{r}");
+    assert!(warnings.contains("every key is disabled"), "{r}");
+    assert_eq!(
+        metric(&metrics(&w).await, "akgate_rules_active_keys", &[]),
+        Some(0.0)
+    );
+    assert!(
+        eventually(WAIT, || async {
+            w.gw.stderr()
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(REFUSE_ALL))
+        })
+        .await,
+        "no warn-level log line: {}",
+        w.gw.stderr()
+    );
+    send(
+        w.gw.proxy,
+        &signed(&w.host, "DescribeRegions", "", ALICE, b"", 0),
+    )
+    .await
+    .assert_error(400, "InvalidAccessKeyId.Inactive");
+    let (code, out) = check(w.dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("warning: {REFUSE_ALL}")) || out.contains(REFUSE_ALL),
+        "{out}"
+    );
+
+    // Enabled again: the warning and the gauge follow.
+    write_in_place(&keys, &good);
+    assert!(eventually(WAIT, || async { generation(&w).await == 3 }).await);
+    let r = rules(&w).await;
+    assert_eq!(r["active_keys"], 6, "{r}");
+    assert!(!r["warnings"].to_string().contains(REFUSE_ALL), "{r}");
+    assert_eq!(
+        metric(&metrics(&w).await, "akgate_rules_active_keys", &[]),
+        Some(6.0)
+    );
+}
+
+/// Keys whose account, user and key allowlists have no address in common can never be used:
+/// each is warned about, and a set made only of them is warned about as a whole, from the
+/// start of `serve` as on reload.
+#[tokio::test]
+async fn keys_whose_allowlists_do_not_intersect_are_warned_about() {
+    let w = world_with(&[], |dir, up, slow| {
+        write_rules(dir, up, slow);
+        let keys = std::fs::read_to_string(dir.join("keys.toml")).unwrap();
+        // Every active key gets a key-level list outside its account's.
+        let narrowed = keys.replace(
+            "status = \"active\"",
+            "status = \"active\"\napi_source_cidrs = [\"192.0.2.0/24\"]",
+        );
+        // bob's key already has one: drop its old line so the table has one list.
+        let narrowed = narrowed.replace("api_source_cidrs = [\"127.0.0.3/32\"]\n", "");
+        std::fs::write(dir.join("keys.toml"), narrowed).unwrap();
+    })
+    .await;
+    let r = rules(&w).await;
+    assert_eq!(r["generation"], 1, "{r}");
+    assert_eq!(r["active_keys"], 0, "{r}");
+    let warnings: Vec<String> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        warnings.iter().any(|x| x.contains(REFUSE_ALL)),
+        "{warnings:?}"
+    );
+    for key in [ALICE.0, BOB_LIMITED.0, LEAKED.0, OTHER_ACCOUNT.0] {
+        assert!(
+            warnings.iter().any(|x| x.starts_with("keys.toml:")
+                && x.contains(key)
+                && x.contains("no address in common")),
+            "{key}: {warnings:?}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics(&w).await, "akgate_rules_active_keys", &[]),
+        Some(0.0)
+    );
+    assert!(
+        eventually(WAIT, || async {
+            w.gw.stderr()
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(REFUSE_ALL))
+        })
+        .await,
+        "no warn-level log line at start: {}",
+        w.gw.stderr()
+    );
+    let (code, out) = check(w.dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("no address in common") && out.contains(REFUSE_ALL),
+        "{out}"
+    );
+}
