@@ -1082,9 +1082,10 @@ async fn nothing_akgate_writes_holds_a_secret_json_logs() {
 // ------------------------------------------------------------------------------------------
 // The whole suite
 
-/// What the suite must have left in the capture directory for its scan to mean anything.
-const MIN_CAPTURE_FILES: usize = 40;
-const MIN_CAPTURE_BYTES: u64 = 200_000;
+/// What the suite must have left in the capture directory for its scan to mean anything (a
+/// full run leaves about 190 files and, without its largest file, 1.4 MB).
+const MIN_CAPTURE_FILES: usize = 100;
+const MIN_CAPTURE_BYTES: u64 = 1_000_000;
 const CAPTURING_SUITES: [&str; 6] = ["gateway", "reload", "audit", "cli", "sigv4", "secrets"];
 const CAPTURE_KINDS: [&str; 4] = ["akgate-stderr", "akgate-stdout", "responses", "cli-stdout"];
 
