@@ -12,7 +12,8 @@ use sm3::Sm3;
 use std::borrow::Cow;
 
 use super::encoding::{
-    Sink, Tee, canonical, canonicalize_into, hex_decode_into, hex_lower_into, raw_pairs,
+    Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into, hex_lower_into,
+    raw_pairs,
 };
 use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete, single_header};
 use crate::error::Rejection;
@@ -206,18 +207,16 @@ fn write_canonical_query(query: &str, out: &mut impl Sink) {
     if query.is_empty() {
         return;
     }
-    let mut pairs: Vec<CanonicalPair<'_>> = raw_pairs(query)
-        .map(|(k, v)| (canonical(k, true), canonical(v, true)))
-        .collect();
-    pairs.sort_unstable();
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    let pairs = raw_pairs(query)
+        .map(|(k, v)| -> CanonicalPair<'_> { (canonical(k, true), canonical(v, true)) });
+    for_each_sorted(pairs, |i, (k, v)| {
         if i > 0 {
             out.put(b"&");
         }
         out.put(k);
         out.put(b"=");
         out.put(v);
-    }
+    });
 }
 
 fn write_canonical_headers(req: &RequestView<'_>, signed_headers: &str, out: &mut impl Sink) {

@@ -248,9 +248,58 @@ pub fn raw_pairs(raw: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
+/// Calls `f` with each item in sorted order. Up to 16 items are sorted on the stack: canonical
+/// queries run on every request and almost all have a handful of parameters, so the common case
+/// allocates nothing; more items spill to the heap.
+pub fn for_each_sorted<T: Ord>(items: impl Iterator<Item = T>, mut f: impl FnMut(usize, &T)) {
+    const INLINE: usize = 16;
+    let mut inline: [Option<T>; INLINE] = [const { None }; INLINE];
+    let mut n = 0;
+    let mut spill: Vec<T> = Vec::new();
+    for item in items {
+        if n < INLINE {
+            inline[n] = Some(item);
+            n += 1;
+        } else {
+            if spill.is_empty() {
+                spill.extend(inline.iter_mut().filter_map(Option::take));
+            }
+            spill.push(item);
+        }
+    }
+    if spill.is_empty() {
+        // Every slot below `n` is `Some`, so sorting the options sorts the items.
+        let filled = &mut inline[..n];
+        filled.sort_unstable();
+        for (i, item) in filled.iter().flatten().enumerate() {
+            f(i, item);
+        }
+    } else {
+        spill.sort_unstable();
+        for (i, item) in spill.iter().enumerate() {
+            f(i, item);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_on_the_stack_and_spilled_alike() {
+        for n in [0usize, 1, 5, 16, 17, 40] {
+            let items: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 101).collect();
+            let mut want = items.clone();
+            want.sort_unstable();
+            let mut got = Vec::new();
+            for_each_sorted(items.into_iter(), |i, x| {
+                assert_eq!(i, got.len());
+                got.push(*x);
+            });
+            assert_eq!(got, want, "{n} items");
+        }
+    }
 
     fn canon(s: &str, plus: bool) -> String {
         String::from_utf8(canonical(s.as_bytes(), plus).into_owned()).unwrap()

@@ -25,8 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::encoding::{
-    Sink, Tee, canonical, hex_decode_into, hex_lower_into, percent_decode, percent_encode_into,
-    raw_pairs,
+    Sink, Tee, canonical, for_each_sorted, hex_decode_into, hex_lower_into, percent_decode,
+    percent_encode_into, raw_pairs,
 };
 use super::{
     Credential, ParsedAuth, RequestView, Scheme, Window, check_signed_headers, incomplete, signs,
@@ -1104,19 +1104,17 @@ fn write_canonical_query(query: &str, presigned: bool, out: &mut impl Sink) {
     if query.is_empty() {
         return;
     }
-    let mut pairs: Vec<CanonicalPair<'_>> = raw_pairs(query)
-        .map(|(k, v)| (canonical(k, false), canonical(v, false)))
-        .filter(|(k, _)| !(presigned && &**k == b"X-Amz-Signature"))
-        .collect();
-    pairs.sort_unstable();
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    let pairs = raw_pairs(query)
+        .map(|(k, v)| -> CanonicalPair<'_> { (canonical(k, false), canonical(v, false)) })
+        .filter(|(k, _)| !(presigned && &**k == b"X-Amz-Signature"));
+    for_each_sorted(pairs, |i, (k, v)| {
         if i > 0 {
             out.put(b"&");
         }
         out.put(k);
         out.put(b"=");
         out.put(v);
-    }
+    });
 }
 
 /// Trimall: surrounding whitespace removed, inner runs collapsed to one space.
