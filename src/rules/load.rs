@@ -868,7 +868,7 @@ fn read_text(
             }
         }
     } else if let Some(path) = src.file {
-        match std::fs::read_to_string(dir.join(path.get_ref())).map(Zeroizing::new) {
+        match read_secret_file(&dir.join(path.get_ref())) {
             Ok(v) => Zeroizing::new(v.trim_end_matches(['\n', '\r']).to_string()),
             Err(e) => {
                 let message = match shown_name(path.get_ref(), true) {
@@ -891,6 +891,32 @@ fn read_text(
         hash.update(Sha256::digest(value.as_bytes()));
     }
     Some(value)
+}
+
+/// A secret, token or public-key file: a regular file of at most 64 KiB. A rule naming
+/// `/dev/zero`, a FIFO or a huge file must fail the load, not hang or exhaust the reload thread.
+fn read_secret_file(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    use std::io::Read;
+    const MAX: u64 = 64 * 1024;
+    // Checked before opening too: opening a FIFO for reading blocks until a writer appears.
+    let not_regular =
+        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than 64 KiB",
+        ));
+    }
+    Ok(text)
 }
 
 const NOT_A_NAME: &str = "it does not look like a name; is it the secret itself?";
@@ -1106,6 +1132,19 @@ fn rsa_public_key_from_pem(pem: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.secret");
+        std::fs::write(&ok, "s3cr3t\n").unwrap();
+        assert_eq!(&*read_secret_file(&ok).unwrap(), "s3cr3t\n");
+        let big = dir.path().join("big.secret");
+        std::fs::write(&big, vec![b'a'; 64 * 1024 + 1]).unwrap();
+        assert!(read_secret_file(&big).is_err());
+        assert!(read_secret_file(dir.path()).is_err());
+        assert!(read_secret_file(Path::new("/dev/zero")).is_err());
+    }
 
     #[test]
     fn line_and_column_of_offsets() {
