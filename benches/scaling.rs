@@ -1,0 +1,216 @@
+//! How rule loading, memory and the per-request decision grow with the rule set: 100 to 1M keys,
+//! 10 to 1M CIDRs, through the library (`load_dir`, the snapshot, `decide`).
+//!
+//! `cargo bench --bench scaling -- sweep [--dir DIR] [--max-keys N] [--max-cidrs N]` prints a
+//! markdown table. Each size is measured in a fresh child process (`one`), so one size's
+//! allocations cannot inflate the next one's RSS; the parent writes the rule files, so the child
+//! holds only what loading takes.
+
+use std::error::Error;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::time::Instant;
+
+use akgate::auth::RequestView;
+use akgate::decision::decide;
+use akgate::policy::NonceCache;
+use akgate::rules::{LoadOptions, load_dir};
+use clap::{Parser, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+mod support;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Requests are signed at this instant and decided as if it were now.
+const DATE: &str = "2026-11-22T14:47:22Z";
+
+#[derive(Parser)]
+#[command(about = "akgate rule-set scaling figures (see benches/README.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Passed by `cargo bench` to every bench target; without a command this target does nothing.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every size, each in a fresh process; a markdown table on stdout.
+    Sweep {
+        /// Where the generated rule sets go (emptied and reused per size).
+        #[arg(long, default_value = "target/bench-scaling")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        max_keys: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        max_cidrs: u64,
+    },
+    /// One size, from a rule directory already written; one JSON line.
+    One {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        keys: u64,
+    },
+}
+
+fn main() -> Result<(), BoxError> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            // `cargo bench` with no filter passes `--bench` to every target; a million-key sweep
+            // takes minutes, so it runs only when asked for.
+            eprintln!(
+                "scaling: nothing to do without a command; `cargo bench --bench scaling -- sweep` (see benches/README.md)"
+            );
+            Ok(())
+        }
+        Some(Command::Sweep {
+            dir,
+            max_keys,
+            max_cidrs,
+        }) => sweep(&dir, max_keys, max_cidrs),
+        Some(Command::One { dir, keys }) => one(&dir, keys),
+    }
+}
+
+fn sweep(dir: &Path, max_keys: u64, max_cidrs: u64) -> Result<(), BoxError> {
+    let mut sizes: Vec<(u64, u64)> = Vec::new();
+    for keys in [100, 1_000, 10_000, 100_000, 1_000_000] {
+        if keys <= max_keys {
+            sizes.push((keys, 10));
+        }
+    }
+    for cidrs in [1_000, 10_000, 100_000, 1_000_000] {
+        if cidrs <= max_cidrs {
+            sizes.push((100, cidrs));
+        }
+    }
+    if max_keys >= 100_000 && max_cidrs >= 100_000 {
+        sizes.push((100_000, 100_000));
+    }
+    let exe = std::env::current_exe()?;
+    println!(
+        "| keys | CIDRs | rule files MB | load ms | reload ms | RSS after load MB | peak RSS MB | decide ns p50 | decide ns p99 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (keys, cidrs) in sizes {
+        let info = support::write_rules(dir, keys, cidrs, "http://127.0.0.1:9", None)?;
+        let out = Process::new(&exe)
+            .args(["one", "--keys", &keys.to_string(), "--dir"])
+            .arg(dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "{keys} keys, {cidrs} CIDRs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {keys} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            info.cidrs,
+            info.bytes as f64 / 1e6,
+            f("load_ms"),
+            f("reload_ms"),
+            f("rss_after_load_mb"),
+            f("peak_rss_mb"),
+            f("decide_ns_p50"),
+            f("decide_ns_p99"),
+        );
+    }
+    Ok(())
+}
+
+fn rss_mb(field: &str) -> f64 {
+    support::proc_status_kib("self", field).unwrap_or(0) as f64 / 1024.0
+}
+
+/// A signed request, owned, ready to be viewed.
+struct Owned {
+    host: String,
+    headers: HeaderMap,
+}
+
+fn one(dir: &Path, keys: u64) -> Result<(), BoxError> {
+    let opts = LoadOptions::default();
+    let rss_before = rss_mb("VmRSS");
+    let t0 = Instant::now();
+    let snap = load_dir(dir, &opts).map_err(|e| format!("{e:?}"))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let rss_after_load = rss_mb("VmRSS");
+
+    // A reload builds the new snapshot while the old one still serves.
+    let t1 = Instant::now();
+    let again = load_dir(dir, &opts).map_err(|e| format!("{e:?}"))?;
+    let reload_ms = t1.elapsed().as_secs_f64() * 1e3;
+    // The peak so far: parsing, and two snapshots alive at once as during a reload.
+    let peak_rss = rss_mb("VmHWM");
+    drop(again);
+
+    // Requests signed by keys spread over the whole set, each with its own nonce.
+    const REQUESTS: u64 = 20_000;
+    let requests: Vec<Owned> = (0..REQUESTS)
+        .map(|n| {
+            let key = support::mix(n ^ 0x5EED) % keys.max(1);
+            let mut host = String::new();
+            let mut headers = HeaderMap::new();
+            for (name, value) in support::signed_headers(key, &format!("{n:032x}"), DATE) {
+                if name == "host" {
+                    host = value;
+                } else if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+            Owned { host, headers }
+        })
+        .collect();
+    let now = akgate::time::parse_iso8601_utc(DATE).ok_or("bad DATE")?;
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    // Several passes, each with an empty nonce cache (every nonce is then new, as in traffic).
+    // Each decision is timed alone: a clock read costs ~20 ns against microseconds decided.
+    let mut times = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
+    for _ in 0..5 {
+        let nonces = NonceCache::new();
+        for r in &requests {
+            let view = RequestView {
+                method: support::METHOD,
+                path: support::PATH,
+                query: support::QUERY,
+                host: Some(&r.host),
+                headers: &r.headers,
+                body: b"",
+            };
+            let start = Instant::now();
+            let d = decide(&snap, &view, peer, now, &nonces);
+            let took = start.elapsed();
+            if let Err(e) = d.result {
+                return Err(format!("a bench request was refused: {e:?}").into());
+            }
+            let _ = times.record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1));
+        }
+    }
+    let line = json!({
+        "keys": keys,
+        "load_ms": load_ms,
+        "reload_ms": reload_ms,
+        "rss_before_mb": rss_before,
+        "rss_after_load_mb": rss_after_load,
+        "peak_rss_mb": peak_rss,
+        "decide_ns_p50": times.value_at_quantile(0.5),
+        "decide_ns_p99": times.value_at_quantile(0.99),
+    });
+    println!("{line}");
+    drop(snap);
+    Ok(())
+}
