@@ -294,6 +294,8 @@ for round in $(seq 1 "$ROUNDS"); do
     run akgate reload-baseline "$round" --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS"
     run akgate reload "$round" --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS" \
         --reload-dir "$RULES" --reload-admin "127.0.0.1:$ADMIN_PORT" --reload-hz "$RELOAD_HZ"
+    # Reloads the watcher queued during the run would otherwise land in the next baseline.
+    "${ON_LOAD[@]}" "$LOADGEN" settle --admin "127.0.0.1:$ADMIN_PORT"
 done
 rm -f "$RULES/zz-bench-reload.toml"
 record_rss after-reloads

@@ -82,6 +82,14 @@ enum Command {
         #[arg(long)]
         expect_auth: bool,
     },
+    /// Wait until akgate has no reload left to do: a forced reload answers `unchanged`.
+    Settle {
+        #[arg(long)]
+        admin: SocketAddr,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Summarise a results file (JSON lines) as markdown tables.
     Report {
         file: PathBuf,
@@ -178,6 +186,7 @@ fn main() -> Result<(), BoxError> {
             keys,
             expect_auth,
         } => runtime(1)?.block_on(probe(target, keys, expect_auth)),
+        Command::Settle { admin, timeout } => settle(admin, Duration::from_secs(timeout)),
         Command::Report { file, baseline } => report(&file, &baseline),
     }
 }
@@ -699,7 +708,8 @@ impl ReloadDriver {
 /// `POST /rules/reload`; the value of `x-akgate-reload` (`applied`, `unchanged`, `error`).
 fn force_reload(admin: SocketAddr) -> Result<String, String> {
     let mut s = std::net::TcpStream::connect(admin).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    // A reload of a big rule set under load can take many seconds; wait for its answer.
+    s.set_read_timeout(Some(Duration::from_secs(600)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"POST /rules/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
@@ -718,6 +728,29 @@ fn force_reload(admin: SocketAddr) -> Result<String, String> {
                 answer.lines().next().unwrap_or("")
             )
         })
+}
+
+/// After a reload run, the watcher may still have reloads queued (a file event seen during the
+/// run); each takes as long as a load. The next measurement must not share the CPU with them.
+fn settle(admin: SocketAddr, timeout: Duration) -> Result<(), BoxError> {
+    let started = Instant::now();
+    // Longer than the watcher's debounce (200 ms of quiet, at most 2 s), so its reload has begun.
+    std::thread::sleep(Duration::from_millis(2500));
+    loop {
+        let outcome = force_reload(admin)?;
+        if outcome == "unchanged" {
+            eprintln!(
+                "settled: no reload pending after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(
+                format!("akgate still reloading after {timeout:?} (last: {outcome})").into(),
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
