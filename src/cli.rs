@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::proxy::server::{ServeConfig, ShutdownOutcome, shutdown_signal, start};
+use crate::proxy::server::{ServeConfig, ShutdownOutcome, ShutdownSignals, start};
 use crate::rules::LoadOptions;
 
 #[derive(Debug, Parser)]
@@ -225,6 +225,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         limits: args.limits.limits(),
         max_nonces: args.limits.max_nonces,
     };
+    // Before the "listening" line: see ShutdownSignals.
+    let mut signals = ShutdownSignals::install();
     let running = match start(cfg).await {
         Ok(r) => r,
         Err(e) => {
@@ -238,7 +240,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         running.proxy_addr, running.admin_addr
     );
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!(
         delay = ?args.limits.shutdown_delay,
         grace = ?args.limits.shutdown_grace,
@@ -248,7 +250,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .shutdown(
             args.limits.shutdown_delay,
             args.limits.shutdown_grace,
-            shutdown_signal(),
+            signals.recv(),
         )
         .await;
     match outcome {

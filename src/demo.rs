@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::acs3;
 use crate::cli::DemoArgs;
-use crate::proxy::server::{ServeConfig, shutdown_signal, start};
+use crate::proxy::server::{ServeConfig, ShutdownSignals, start};
 use crate::rules::LoadOptions;
 use crate::time::{Clock, SystemClock, format_iso8601_utc};
 
@@ -182,6 +182,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         env: Arc::new(demo_env),
         upstream_override: Some(echo.to_string().parse()?),
     };
+    let mut signals = ShutdownSignals::install();
     let running = start(ServeConfig {
         rules_dir: args.rules.clone(),
         listen: args.listen,
@@ -269,7 +270,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         "Serving until Ctrl-C. Edit files in {} and they reload.",
         args.rules.display()
     );
-    shutdown_signal().await;
+    signals.recv().await;
     running.drain();
     Ok(())
 }

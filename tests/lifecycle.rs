@@ -228,7 +228,12 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
     let status = gw
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("idle connections kept akgate from exiting: {}", gw.stderr()));
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}; stderr: {}",
+        gw.stderr()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "waited for idle connections instead of closing them"

@@ -291,20 +291,48 @@ fn spawn_maintenance(nonces: Arc<NonceCache>, guard: Arc<AuthFailureGuard>, cloc
     });
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// SIGTERM and SIGINT, listened for from the moment this is created. Create it before telling
+/// anyone the gateway is up: until a handler is installed, SIGTERM's default action kills the
+/// process on the spot, and an orchestrator may send it as soon as it sees the listener.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Needs a running Tokio runtime.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => {
+                    tracing::warn!("signal handlers could not be installed; using Ctrl-C only");
+                    None
+                }
+            };
+            ShutdownSignals { unix }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.unix {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = int.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// How a shutdown ended.
