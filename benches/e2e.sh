@@ -42,7 +42,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 MAX_CONNECTIONS="${MAX_CONNECTIONS:-64}"
 KEYS="${KEYS:-100000}"
 CIDRS="${CIDRS:-100000}"
-SWEEP_RATES="${SWEEP_RATES:-1000 2000 5000 10000 15000 20000 30000 40000}"
+SWEEP_RATES="${SWEEP_RATES:-1000 2500 5000 7500 10000 15000 20000 30000 40000}"
 SWEEP_TARGETS="${SWEEP_TARGETS:-akgate nginx nginx-lua}"
 SWEEP_DURATION="${SWEEP_DURATION:-5}"
 RELOAD_HZ="${RELOAD_HZ:-10}"
@@ -142,6 +142,15 @@ for name in "${SCENARIOS[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# How busy the CPUs are with other work: sampled for 2 s while nothing of this benchmark runs.
+cpu_busy() { # label
+    local busy
+    busy=$({ head -n 1 /proc/stat; sleep 2; head -n 1 /proc/stat; } | awk '{
+        idle[NR] = $5 + $6; total[NR] = 0; for (i = 2; i <= NF; i++) total[NR] += $i }
+        END { printf "%.0f", 100 * (1 - (idle[2] - idle[1]) / (total[2] - total[1])) }')
+    echo "CPU busy with other work $1: $busy %" | tee -a "$OUT/machine.txt" >&2
+}
+
 step "machine"
 NPROC="$(nproc)"
 if [ "$PIN" = 1 ] && [ "$NPROC" -ge 2 ] && command -v taskset >/dev/null; then
@@ -171,9 +180,8 @@ fi
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), Lua module $(dpkg-query -W -f '${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?')"
     echo "pinning: $PINNING"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "busiest other processes before (%CPU, command):"
-    ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/    /'
 } | tee "$OUT/machine.txt"
+cpu_busy "before the run"
 
 # ---------------------------------------------------------------------------------------------
 step "rules: $KEYS keys, $CIDRS CIDRs"
@@ -257,6 +265,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # A different order each round, so no scenario always follows the same one.
     order=("${SCENARIOS[@]:$(((round - 1) % 5))}" "${SCENARIOS[@]:0:$(((round - 1) % 5))}")
     step "round $round/$ROUNDS: fixed $RATE req/s, then max throughput (order: ${order[*]})"
+    cpu_busy "before round $round"
     for name in "${order[@]}"; do
         run "$name" fixed "$round" --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS"
     done
@@ -268,6 +277,7 @@ done
 record_rss after-rounds
 
 step "rate sweep: $SWEEP_TARGETS at $SWEEP_RATES req/s"
+cpu_busy "before the sweep"
 declare -A SATURATED=()
 for rate in $SWEEP_RATES; do
     for name in direct $SWEEP_TARGETS; do
@@ -290,6 +300,7 @@ step "reloads under load: $KEYS keys, rules rewritten and reloaded ${RELOAD_HZ}Ã
 # The audit instance watches the same directory: stop it so only the measured one reloads.
 kill -TERM "$AKGATE_AUDIT_PID" 2>/dev/null || true
 wait "$AKGATE_AUDIT_PID" 2>/dev/null || true
+cpu_busy "before the reloads"
 for round in $(seq 1 "$ROUNDS"); do
     run akgate reload-baseline "$round" --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS"
     run akgate reload "$round" --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS" \
@@ -300,6 +311,7 @@ done
 rm -f "$RULES/zz-bench-reload.toml"
 record_rss after-reloads
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
+cpu_busy "at the end"
 stop_all
 
 # ---------------------------------------------------------------------------------------------
