@@ -679,11 +679,14 @@ fn usable_keys(parsed: &[(usize, RawFile)], diag: &mut Diag<'_>) -> usize {
                 .collect()
         })
     };
-    let mut levels: HashMap<(&str, Option<&str>), Option<Vec<IpNet>>> = HashMap::new();
+    // Shared, not copied, per user and key: an account may list 100k CIDRs and hold 100k keys.
+    // (account, user) → that level's effective allowlist; `None` admits every address.
+    type Level = Option<Arc<[IpNet]>>;
+    let mut levels: HashMap<(&str, Option<&str>), Level> = HashMap::new();
     for (_, raw) in parsed {
         for a in &raw.account {
             let a = a.get_ref();
-            let nets = enforced(a.allowlist_mode, &a.api_source_cidrs);
+            let nets = enforced(a.allowlist_mode, &a.api_source_cidrs).map(Arc::from);
             levels.insert((a.id.get_ref().trim(), None), nets);
         }
     }
@@ -692,7 +695,11 @@ fn usable_keys(parsed: &[(usize, RawFile)], diag: &mut Diag<'_>) -> usize {
             let u = u.get_ref();
             let account = u.account.get_ref().trim();
             let outer = levels.get(&(account, None)).cloned().flatten();
-            let nets = intersect(outer, enforced(u.allowlist_mode, &u.api_source_cidrs));
+            let nets = match (outer, enforced(u.allowlist_mode, &u.api_source_cidrs)) {
+                (outer, None) => outer,
+                (None, Some(own)) => Some(Arc::from(own)),
+                (Some(outer), Some(own)) => Some(Arc::from(intersect(&outer, &own))),
+            };
             levels.insert((account, Some(u.name.get_ref().trim())), nets);
         }
     }
@@ -705,47 +712,47 @@ fn usable_keys(parsed: &[(usize, RawFile)], diag: &mut Diag<'_>) -> usize {
             }
             let account = k.account.get_ref().trim();
             let user = k.user.as_ref().map(|u| u.get_ref().trim());
-            let outer = levels.get(&(account, user)).cloned().flatten();
-            match intersect(outer, enforced(k.allowlist_mode, &k.api_source_cidrs)) {
-                Some(nets) if nets.is_empty() => diag.warn(
+            let outer = levels.get(&(account, user)).and_then(|l| l.as_deref());
+            let own = enforced(k.allowlist_mode, &k.api_source_cidrs);
+            let nothing_in_common = match (outer, own.as_deref()) {
+                (None, None) => false,
+                (Some(nets), None) | (None, Some(nets)) => nets.is_empty(),
+                (Some(outer), Some(own)) => intersect(outer, own).is_empty(),
+            };
+            if nothing_in_common {
+                diag.warn(
                     *i,
                     k.id.span(),
                     format!(
                         "access key `{}`: its account, user and key allowlists have no address in common, so every request with it will be refused",
                         k.id.get_ref().trim()
                     ),
-                ),
-                _ => usable += 1,
+                );
+            } else {
+                usable += 1;
             }
         }
     }
     usable
 }
 
-/// The addresses in both lists (`None` = every address). Two CIDRs overlap only when one holds the
-/// other, so the overlap of two lists is made of the narrower of each overlapping pair.
-fn intersect(
-    a: Option<Vec<ipnet::IpNet>>,
-    b: Option<Vec<ipnet::IpNet>>,
-) -> Option<Vec<ipnet::IpNet>> {
-    match (a, b) {
-        (None, x) | (x, None) => x,
-        (Some(a), Some(b)) => Some(
-            a.iter()
-                .flat_map(|x| {
-                    b.iter().filter_map(move |y| {
-                        if x.contains(y) {
-                            Some(*y)
-                        } else if y.contains(x) {
-                            Some(*x)
-                        } else {
-                            None
-                        }
-                    })
-                })
-                .collect(),
-        ),
-    }
+/// The addresses in both lists. Two CIDRs overlap only when one holds the other, so the overlap
+/// of two lists is made of the narrower of each overlapping pair. Quadratic, but only ever run on
+/// a user's or a key's own list against the level above, which are short in practice.
+fn intersect(a: &[ipnet::IpNet], b: &[ipnet::IpNet]) -> Vec<ipnet::IpNet> {
+    a.iter()
+        .flat_map(|x| {
+            b.iter().filter_map(move |y| {
+                if x.contains(y) {
+                    Some(*y)
+                } else if y.contains(x) {
+                    Some(*x)
+                } else {
+                    None
+                }
+            })
+        })
+        .collect()
 }
 
 /// `::ffff:a.b.c.d/n` (n ≥ 96) as the IPv4 network it is, as the allowlists compare it.
