@@ -26,6 +26,28 @@ struct Delayed {
     finished: Arc<AtomicUsize>,
 }
 
+impl Delayed {
+    /// Waits until `n` requests have reached the upstream (and are held there).
+    async fn wait_started(&self, n: usize) {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                self.started.load(Ordering::SeqCst) == n
+            })
+            .await,
+            "{n} requests did not reach the upstream"
+        );
+    }
+}
+
+/// A request sent on its own connection and left waiting for its answer (up to 30 s); the
+/// task's result is the answer, or `None` if the connection was cut.
+fn stuck_request(proxy: SocketAddr) -> tokio::task::JoinHandle<Option<(u16, String)>> {
+    tokio::spawn(async move {
+        let mut s = open_with_request(proxy, None, &good()).await;
+        read_response(&mut s, Duration::from_secs(30)).await
+    })
+}
+
 async fn delayed_upstream(delay: Duration) -> Delayed {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -157,13 +179,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .map(|_| tokio::spawn(async move { send(proxy, &good()).await }))
         .collect();
     let h2 = tokio::spawn(async move { send_h2(proxy, &[good()]).await });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            up.started.load(Ordering::SeqCst) == 4
-        })
-        .await,
-        "the requests did not reach the upstream"
-    );
+    up.wait_started(4).await;
 
     gw.signal("TERM");
     // Not ready at once, while the requests are still running.
@@ -250,17 +266,8 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
 async fn a_second_signal_exits_at_once() {
     let up = delayed_upstream(Duration::from_secs(30)).await;
     let (_dir, mut gw) = start_with(up.addr, &["--shutdown-grace", "60s"]).await;
-    let proxy = gw.proxy;
-    let stuck = tokio::spawn(async move {
-        let mut s = open_with_request(proxy, None, &good()).await;
-        read_response(&mut s, Duration::from_secs(30)).await
-    });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            up.started.load(Ordering::SeqCst) == 1
-        })
-        .await
-    );
+    let stuck = stuck_request(gw.proxy);
+    up.wait_started(1).await;
     gw.signal("TERM");
     // Still draining: the request is in flight and the grace period is long.
     assert!(gw.wait_exit(Duration::from_millis(800)).is_none());
@@ -277,17 +284,8 @@ async fn a_second_signal_exits_at_once() {
 async fn grace_period_bounds_the_wait() {
     let up = delayed_upstream(Duration::from_secs(30)).await;
     let (_dir, mut gw) = start_with(up.addr, &["--shutdown-grace", "1s"]).await;
-    let proxy = gw.proxy;
-    let _stuck = tokio::spawn(async move {
-        let mut s = open_with_request(proxy, None, &good()).await;
-        read_response(&mut s, Duration::from_secs(30)).await
-    });
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            up.started.load(Ordering::SeqCst) == 1
-        })
-        .await
-    );
+    let _stuck = stuck_request(gw.proxy);
+    up.wait_started(1).await;
     gw.signal("TERM");
     let status = gw
         .wait_exit(Duration::from_secs(6))
@@ -307,12 +305,7 @@ async fn requests_over_the_in_flight_cap_get_503_at_once() {
     let busy: Vec<_> = (0..2)
         .map(|_| tokio::spawn(async move { send(proxy, &good()).await }))
         .collect();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            up.started.load(Ordering::SeqCst) == 2
-        })
-        .await
-    );
+    up.wait_started(2).await;
     let t = Instant::now();
     let r = send(proxy, &good()).await;
     r.assert_error(503, "ServiceUnavailable");

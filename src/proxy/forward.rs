@@ -198,7 +198,8 @@ pub async fn send(
 struct IdleTimeout {
     inner: hyper::body::Incoming,
     timeout: Duration,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Created on the first wait only: most answers arrive whole, and this runs per request.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The last poll found nothing: the clock runs. Time spent while the client was not asking
     /// for more (a slow reader) is not the upstream's fault and does not count.
     waiting: bool,
@@ -209,7 +210,7 @@ impl IdleTimeout {
         IdleTimeout {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             waiting: false,
         }
     }
@@ -231,12 +232,20 @@ impl hyper::body::Body for IdleTimeout {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if !this.waiting {
-                    this.waiting = true;
-                    let deadline = tokio::time::Instant::now() + this.timeout;
-                    this.sleep.as_mut().reset(deadline);
-                }
-                match this.sleep.as_mut().poll(cx) {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        if !this.waiting {
+                            sleep.as_mut().reset(deadline);
+                        }
+                        sleep
+                    }
+                    None => this
+                        .sleep
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.waiting = true;
+                match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         tracing::debug!("upstream answer stalled; cutting the connection");
                         Poll::Ready(Some(Err("the upstream stopped sending its answer".into())))

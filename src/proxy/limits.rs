@@ -217,10 +217,6 @@ impl RequestGate {
             }
         }
     }
-
-    pub fn in_flight(&self, max: usize) -> usize {
-        max.saturating_sub(self.slots.available_permits())
-    }
 }
 
 /// Memory for request bodies, in KiB, shared by every request. A body takes its share frame by

@@ -82,26 +82,17 @@ impl Gateway {
 
     /// The answer to every request on a connection over a connection cap: 503 in the caller's
     /// error shape, and the connection closed after it.
-    pub fn refuse_overloaded<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub fn refuse_overloaded<B>(&self, req: Request<B>) -> Response<Body> {
         crate::metrics::overloaded("connection_cap");
         let snap = self.rules.load();
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        let route = snap.route(host, req.uri().path());
-        let (parts, ()) = clone_head(req).into_parts();
+        let (parts, _body) = req.into_parts();
+        let host = request_host(&parts).ok().flatten();
+        let route = snap.route(host, parts.uri.path());
         let shape = response::ErrorShape::of(&parts, route);
         let mut resp = response::error(&Rejection::Overloaded, shape, &self.ids.next(), host);
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
         resp
-    }
-
-    /// Requests being decided or forwarded now.
-    pub fn in_flight(&self) -> usize {
-        self.gate.in_flight(self.limits.max_in_flight.max(1))
     }
 
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
@@ -272,16 +263,6 @@ impl Gateway {
         }
         resp
     }
-}
-
-/// The head of a request without its body, for the code that only looks at heads.
-fn clone_head<B>(req: &Request<B>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    head
 }
 
 /// Reads the whole body, at most `limit` bytes, charging the shared body budget as it arrives.

@@ -203,7 +203,7 @@ async fn accept_loop(
                 let gateway = gateway.clone();
                 async move {
                     Ok::<_, Infallible>(if refusing {
-                        gateway.refuse_overloaded(&req)
+                        gateway.refuse_overloaded(req)
                     } else {
                         gateway.handle(req, peer).await
                     })
