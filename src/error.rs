@@ -36,6 +36,8 @@ pub enum Rejection {
     KeyNotFound,
     #[error("AccessKey is disabled")]
     KeyDisabled,
+    #[error("AccessKey unused for longer than max_idle_days")]
+    KeyIdle,
     #[error("source IP not allowed by the {} allowlist", .0.as_str())]
     SourceIpNotAllowed(AllowlistLevel),
     #[error("timestamp is not in the required format")]
@@ -74,6 +76,12 @@ pub enum Rejection {
     Overloaded,
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    #[error("critical operation without a second factor")]
+    MfaRequired,
+    #[error("second-factor code refused: {0}")]
+    MfaInvalid(Cow<'static, str>),
+    #[error("the shared state store is unavailable")]
+    StateUnavailable,
 }
 
 impl Rejection {
@@ -83,7 +91,7 @@ impl Rejection {
             Rejection::MissingAccessKeyId => "MissingAccessKeyId",
             Rejection::IncompleteSignature(_) => "IncompleteSignature",
             Rejection::KeyNotFound => "InvalidAccessKeyId.NotFound",
-            Rejection::KeyDisabled => "InvalidAccessKeyId.Inactive",
+            Rejection::KeyDisabled | Rejection::KeyIdle => "InvalidAccessKeyId.Inactive",
             Rejection::SourceIpNotAllowed(_) => "Forbidden.SourceIpNotAllowed",
             Rejection::TimestampMalformed => "InvalidTimeStamp.Format",
             Rejection::TimestampExpired => "InvalidTimeStamp.Expired",
@@ -103,6 +111,9 @@ impl Rejection {
             Rejection::UpstreamTimeout => "GatewayTimeout",
             Rejection::Overloaded => "ServiceUnavailable",
             Rejection::RequestTimeout => "RequestTimeout",
+            Rejection::MfaRequired => "Forbidden.MFARequired",
+            Rejection::MfaInvalid(_) => "Forbidden.MFAInvalid",
+            Rejection::StateUnavailable => "ServiceUnavailable",
         }
     }
 
@@ -111,12 +122,14 @@ impl Rejection {
             Rejection::InvalidRoute | Rejection::KeyNotFound => StatusCode::NOT_FOUND,
             Rejection::SourceIpNotAllowed(_)
             | Rejection::LeakedKeyHighRisk
-            | Rejection::UnsignedBody => StatusCode::FORBIDDEN,
+            | Rejection::UnsignedBody
+            | Rejection::MfaRequired
+            | Rejection::MfaInvalid(_) => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::SourceThrottled => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Overloaded | Rejection::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -136,6 +149,9 @@ impl Rejection {
             .into(),
             Rejection::KeyNotFound => "Specified access key is not found: check the AccessKeyId.".into(),
             Rejection::KeyDisabled => "Specified access key is disabled: use an active AccessKey.".into(),
+            Rejection::KeyIdle => {
+                "Specified access key is disabled: it was not used for longer than the idle limit.".into()
+            }
             Rejection::SourceIpNotAllowed(_) => {
                 "Forbidden: the source IP of this request is not allowed for this AccessKey.".into()
             }
@@ -184,6 +200,13 @@ impl Rejection {
             Rejection::RequestTimeout => {
                 "The request body was not received in time: send the whole body without pausing.".into()
             }
+            Rejection::MfaRequired => {
+                "Forbidden: this is a critical operation; send a current MFA code in X-Akgate-MFA-Code, covered by the signature.".into()
+            }
+            Rejection::MfaInvalid(why) => format!("Forbidden: the MFA code is not valid: {why}.").into(),
+            Rejection::StateUnavailable => {
+                "The request has failed due to a temporary failure of the server: shared state unavailable, retry with backoff.".into()
+            }
         }
     }
 
@@ -191,7 +214,7 @@ impl Rejection {
     pub fn decision(&self) -> &'static str {
         match self {
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
-            Rejection::Overloaded => "overloaded",
+            Rejection::Overloaded | Rejection::StateUnavailable => "overloaded",
             _ => "denied",
         }
     }

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod rules;
+pub mod state;
 pub mod time;
 pub mod tools;

@@ -2,6 +2,8 @@
 
 pub mod allowlist;
 pub mod bruteforce;
+pub mod idle;
+pub mod mfa;
 pub mod replay;
 pub mod source_ip;
 

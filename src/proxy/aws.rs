@@ -43,6 +43,7 @@ fn query_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::SignatureDoesNotMatch { .. } => ("SignatureDoesNotMatch", S::FORBIDDEN),
         Rejection::KeyNotFound
         | Rejection::KeyDisabled
+        | Rejection::KeyIdle
         | Rejection::SecurityTokenMissing
         | Rejection::SecurityTokenMismatch => ("InvalidClientTokenId", S::FORBIDDEN),
         Rejection::MissingAccessKeyId => ("MissingAuthenticationToken", S::FORBIDDEN),
@@ -54,13 +55,17 @@ fn query_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::ContentHashMismatch => ("XAmzContentSHA256Mismatch", S::BAD_REQUEST),
         Rejection::SourceIpNotAllowed(_)
         | Rejection::LeakedKeyHighRisk
-        | Rejection::UnsignedBody => ("AccessDenied", S::FORBIDDEN),
+        | Rejection::UnsignedBody
+        | Rejection::MfaRequired
+        | Rejection::MfaInvalid(_) => ("AccessDenied", S::FORBIDDEN),
         Rejection::BodyTooLarge => ("RequestEntityTooLarge", S::PAYLOAD_TOO_LARGE),
         Rejection::InvalidRoute => ("InvalidAction", S::NOT_FOUND),
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
-        Rejection::Overloaded => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
+        Rejection::Overloaded | Rejection::StateUnavailable => {
+            ("ServiceUnavailable", S::SERVICE_UNAVAILABLE)
+        }
         Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("InvalidRequest", S::BAD_REQUEST)
@@ -77,6 +82,7 @@ fn json_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         }
         Rejection::KeyNotFound
         | Rejection::KeyDisabled
+        | Rejection::KeyIdle
         | Rejection::SecurityTokenMissing
         | Rejection::SecurityTokenMismatch => ("UnrecognizedClientException", S::BAD_REQUEST),
         Rejection::MissingAccessKeyId => ("MissingAuthenticationTokenException", S::BAD_REQUEST),
@@ -87,13 +93,17 @@ fn json_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::ContentHashMismatch => ("XAmzContentSHA256Mismatch", S::BAD_REQUEST),
         Rejection::SourceIpNotAllowed(_)
         | Rejection::LeakedKeyHighRisk
-        | Rejection::UnsignedBody => ("AccessDeniedException", S::BAD_REQUEST),
+        | Rejection::UnsignedBody
+        | Rejection::MfaRequired
+        | Rejection::MfaInvalid(_) => ("AccessDeniedException", S::BAD_REQUEST),
         Rejection::BodyTooLarge => ("RequestEntityTooLarge", S::PAYLOAD_TOO_LARGE),
         Rejection::InvalidRoute => ("UnknownOperationException", S::NOT_FOUND),
         Rejection::UpstreamUnavailable => ("ServiceUnavailable", S::BAD_GATEWAY),
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", StatusCode::BAD_REQUEST),
-        Rejection::Overloaded => ("ServiceUnavailable", S::SERVICE_UNAVAILABLE),
+        Rejection::Overloaded | Rejection::StateUnavailable => {
+            ("ServiceUnavailable", S::SERVICE_UNAVAILABLE)
+        }
         Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::ContentMd5Mismatch | Rejection::BadRequest(_) => {
             ("ValidationException", S::BAD_REQUEST)
@@ -106,7 +116,9 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
     use StatusCode as S;
     match r {
         Rejection::SignatureDoesNotMatch { .. } => ("SignatureDoesNotMatch", S::FORBIDDEN),
-        Rejection::KeyNotFound | Rejection::KeyDisabled => ("InvalidAccessKeyId", S::FORBIDDEN),
+        Rejection::KeyNotFound | Rejection::KeyDisabled | Rejection::KeyIdle => {
+            ("InvalidAccessKeyId", S::FORBIDDEN)
+        }
         Rejection::SecurityTokenMissing | Rejection::SecurityTokenMismatch => {
             ("InvalidToken", S::BAD_REQUEST)
         }
@@ -115,7 +127,9 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         | Rejection::TimestampExpired
         | Rejection::SourceIpNotAllowed(_)
         | Rejection::LeakedKeyHighRisk
-        | Rejection::UnsignedBody => ("AccessDenied", S::FORBIDDEN),
+        | Rejection::UnsignedBody
+        | Rejection::MfaRequired
+        | Rejection::MfaInvalid(_) => ("AccessDenied", S::FORBIDDEN),
         // Not `AuthorizationHeaderMalformed`: botocore's S3 region redirector reacts to that code.
         Rejection::IncompleteSignature(_) | Rejection::TimestampMalformed => {
             ("IncompleteSignature", S::BAD_REQUEST)
@@ -128,7 +142,7 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         Rejection::UpstreamTimeout => ("ServiceUnavailable", S::GATEWAY_TIMEOUT),
         Rejection::SourceThrottled => ("Throttling", S::BAD_REQUEST),
         // S3's own answer when it is overloaded; botocore retries it.
-        Rejection::Overloaded => ("SlowDown", S::SERVICE_UNAVAILABLE),
+        Rejection::Overloaded | Rejection::StateUnavailable => ("SlowDown", S::SERVICE_UNAVAILABLE),
         Rejection::RequestTimeout => ("RequestTimeout", S::BAD_REQUEST),
         Rejection::NonceUsed | Rejection::BadRequest(_) => ("InvalidRequest", S::BAD_REQUEST),
     }
@@ -149,10 +163,10 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
             "{SIGNATURE_MISMATCH}\n\nThe String-to-Sign should have been\n'{string_to_sign}'\n"
         )
         .into(),
-        Rejection::KeyNotFound | Rejection::KeyDisabled if s3 => {
+        Rejection::KeyNotFound | Rejection::KeyDisabled | Rejection::KeyIdle if s3 => {
             "The AWS Access Key Id you provided does not exist in our records.".into()
         }
-        Rejection::KeyNotFound | Rejection::KeyDisabled => INVALID_TOKEN.into(),
+        Rejection::KeyNotFound | Rejection::KeyDisabled | Rejection::KeyIdle => INVALID_TOKEN.into(),
         Rejection::SecurityTokenMissing | Rejection::SecurityTokenMismatch if s3 => {
             "The provided token is malformed or otherwise invalid.".into()
         }
@@ -183,7 +197,9 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
         Rejection::ContentMd5Mismatch => {
             "The Content-MD5 you specified did not match what we received.".into()
         }
-        Rejection::Overloaded if s3 => "Please reduce your request rate.".into(),
+        Rejection::Overloaded | Rejection::StateUnavailable if s3 => {
+            "Please reduce your request rate.".into()
+        }
         Rejection::RequestTimeout if s3 => "Your socket connection to the server was not read from or written to within the timeout period.".into(),
         Rejection::InvalidRoute
         | Rejection::BodyTooLarge
@@ -193,7 +209,10 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
         | Rejection::SourceThrottled
         | Rejection::NonceUsed
         | Rejection::UpstreamUnavailable
-        | Rejection::UpstreamTimeout => r.message(),
+        | Rejection::UpstreamTimeout
+        | Rejection::StateUnavailable
+        | Rejection::MfaRequired
+        | Rejection::MfaInvalid(_) => r.message(),
     }
 }
 

@@ -125,6 +125,12 @@ fn recommendation(r: &Rejection) -> &'static str {
         Rejection::KeyNotFound | Rejection::KeyDisabled => {
             "Use an active AccessKey; ask your administrator."
         }
+        Rejection::KeyIdle => {
+            "This AccessKey was disabled for being idle: ask your administrator to re-enable or replace it."
+        }
+        Rejection::MfaRequired | Rejection::MfaInvalid(_) => {
+            "Send the current code of the key's MFA device in X-Akgate-MFA-Code and sign that header."
+        }
         Rejection::SourceIpNotAllowed(_) => "Call from an allowed network; ask your administrator.",
         Rejection::TimestampMalformed | Rejection::TimestampExpired => {
             "Synchronise the client clock (NTP)."
@@ -144,7 +150,7 @@ fn recommendation(r: &Rejection) -> &'static str {
             "Rotate this AccessKey now: create a new one, switch clients, delete this one."
         }
         Rejection::BodyTooLarge => "Send a smaller body.",
-        Rejection::Overloaded => {
+        Rejection::Overloaded | Rejection::StateUnavailable => {
             "Retry with exponential backoff; the official SDKs do this for 503."
         }
         Rejection::RequestTimeout => "Send the whole body promptly; check the client's network.",

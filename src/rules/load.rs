@@ -484,6 +484,7 @@ fn compile(
                 user,
                 status,
                 created: k.created.as_ref().map(|d| d.to_string()),
+                created_at: k.created.as_ref().and_then(date_secs),
                 allow,
                 allow_mode: k.allowlist_mode,
                 leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
@@ -1124,6 +1125,21 @@ pub fn datetime_secs(d: &toml::value::Datetime) -> Option<i64> {
         + i64::from(time.minute) * 60
         + i64::from(time.second.unwrap_or(0));
     Some(days * 86400 + secs - minutes * 60)
+}
+
+/// A TOML date or date-time as Unix seconds, read as UTC when it carries no offset (a `created`
+/// date is a day, not an instant; the hours do not matter for idle days).
+fn date_secs(d: &toml::value::Datetime) -> Option<i64> {
+    let date = d.date?;
+    let days = crate::time::days_from_civil(
+        i64::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    );
+    Some(match d.time {
+        Some(_) if d.offset.is_some() => datetime_secs(d)?,
+        _ => days * 86400,
+    })
 }
 
 /// Extracts the PKCS#1 `RSAPublicKey` from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).

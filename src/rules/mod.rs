@@ -164,6 +164,9 @@ pub struct AccessKey {
     pub user: Option<Arc<User>>,
     pub status: KeyStatus,
     pub created: Option<String>,
+    /// `created` as Unix seconds (a bare date is its midnight UTC): where idle days count from
+    /// for a key never seen in use.
+    pub created_at: Option<crate::time::UnixSeconds>,
     pub allow: IpSet,
     pub allow_mode: RuleMode,
     pub leaked: Option<LeakInfo>,

@@ -1,0 +1,170 @@
+//! State that outlives a rule snapshot: the nonces seen, each key's last use, second-factor
+//! trust windows and used one-time codes.
+//!
+//! One process keeps it in memory ([`Local`]; the usage table optionally persisted to a
+//! `--state DIR`). A fleet shares it through Redis (`--state redis://…`), so a replay sent to a
+//! different instance is refused too. The decision asks for everything it needs from here in one
+//! [`Claims`] batch, answered in one round trip, so fleet mode costs at most one round trip per
+//! request.
+
+pub mod mfa;
+pub mod usage;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::policy::NonceCache;
+use crate::policy::replay::NonceOutcome;
+use crate::time::UnixSeconds;
+
+pub use mfa::MfaWindows;
+pub use usage::UsageTable;
+
+/// Record `nonce` for `key_id` until `expires`, unless it is already recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct NonceClaim<'a> {
+    pub key_id: &'a str,
+    pub nonce: &'a str,
+    pub now: UnixSeconds,
+    pub expires: UnixSeconds,
+}
+
+/// What a critical operation asks of the second-factor state.
+#[derive(Debug, Clone, Copy)]
+pub enum MfaClaim<'a> {
+    /// No code came with the request: it passes only inside a trust window.
+    Check { key_id: &'a str, now: UnixSeconds },
+    /// A code that verified against the key's seed: it passes unless `token` (which identifies the
+    /// code's use) was redeemed already; redeeming it opens a trust window until `trust_until`.
+    Redeem {
+        key_id: &'a str,
+        token: &'a str,
+        now: UnixSeconds,
+        token_expires: UnixSeconds,
+        trust_until: UnixSeconds,
+    },
+}
+
+/// Everything one request needs from the state, asked at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claims<'a> {
+    pub nonce: Option<NonceClaim<'a>>,
+    pub mfa: Option<MfaClaim<'a>>,
+}
+
+impl Claims<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.nonce.is_none() && self.mfa.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaOutcome {
+    /// Inside a trust window opened by an earlier code.
+    Trusted,
+    NotTrusted,
+    /// The code was fresh; a trust window is open from now.
+    Redeemed,
+    /// The code was used already.
+    Reused,
+}
+
+/// The answers to a [`Claims`], field by field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub nonce: Option<NonceOutcome>,
+    pub mfa: Option<MfaOutcome>,
+}
+
+/// The shared store could not answer (fleet mode, fail-closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the shared state store is unavailable")]
+pub struct Unavailable;
+
+/// One allowed request, for the usage table.
+#[derive(Debug, Clone, Copy)]
+pub struct Use<'a> {
+    pub key_id: &'a str,
+    pub at: UnixSeconds,
+    pub source: Option<IpAddr>,
+    pub service: &'a str,
+    pub action: &'a str,
+}
+
+/// This process's own state; in fleet mode also the fallback when the store is down and the
+/// switch says fail-open.
+pub struct Local {
+    pub nonces: NonceCache,
+    pub mfa: MfaWindows,
+}
+
+impl Local {
+    pub fn new(nonces: NonceCache) -> Self {
+        Local {
+            nonces,
+            mfa: MfaWindows::new(),
+        }
+    }
+
+    pub fn claim(&self, c: &Claims<'_>) -> Outcome {
+        Outcome {
+            nonce: c.nonce.map(|n| {
+                self.nonces
+                    .check_and_record(n.key_id, n.nonce, n.now, n.expires)
+            }),
+            mfa: c.mfa.map(|m| self.mfa.claim(&m)),
+        }
+    }
+}
+
+/// The state a gateway runs with.
+pub struct State {
+    pub local: Local,
+    pub usage: Arc<UsageTable>,
+}
+
+impl State {
+    /// In-memory state; usage tracking starts now.
+    pub fn in_memory(nonces: NonceCache, now: UnixSeconds) -> Self {
+        State {
+            local: Local::new(nonces),
+            usage: Arc::new(UsageTable::new(now)),
+        }
+    }
+
+    pub fn nonces(&self) -> &NonceCache {
+        &self.local.nonces
+    }
+
+    /// Answers `claims`; at most one round trip to a shared store.
+    pub async fn claim(&self, claims: &Claims<'_>) -> Result<Outcome, Unavailable> {
+        Ok(self.claim_local(claims))
+    }
+
+    /// Answers `claims` from this process's memory only (`explain`, tests, embedded mode).
+    pub fn claim_local(&self, claims: &Claims<'_>) -> Outcome {
+        self.local.claim(claims)
+    }
+
+    /// When `key_id` was last used (as far as this instance knows); `None` if never.
+    pub fn last_used(&self, key_id: &str) -> Option<UnixSeconds> {
+        self.usage.last_used(key_id)
+    }
+
+    /// Since when usage has been tracked: a key with no recorded use counts as idle from here
+    /// at the earliest, since use before it is unknown.
+    pub fn tracking_since(&self) -> UnixSeconds {
+        self.usage.since()
+    }
+
+    /// Counts one allowed request. Cheap and non-blocking: persistence and sharing are batched
+    /// off the request path.
+    pub fn record_use(&self, u: &Use<'_>) {
+        self.usage.record(u);
+    }
+
+    /// Whether the state can answer claims (readiness).
+    pub fn healthy(&self) -> bool {
+        true
+    }
+}
