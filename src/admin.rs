@@ -14,8 +14,14 @@ use tokio::net::TcpListener;
 use crate::proxy::Body;
 use crate::proxy::response::full;
 use crate::rules::RulesStore;
+use crate::state::State;
 
-pub async fn serve(listener: TcpListener, rules: Arc<RulesStore>, ready: Arc<AtomicBool>) {
+pub async fn serve(
+    listener: TcpListener,
+    rules: Arc<RulesStore>,
+    ready: Arc<AtomicBool>,
+    state: Arc<State>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -23,11 +29,13 @@ pub async fn serve(listener: TcpListener, rules: Arc<RulesStore>, ready: Arc<Ato
         };
         let rules = rules.clone();
         let ready = ready.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let rules = rules.clone();
                 let ready = ready.clone();
-                async move { Ok::<_, Infallible>(route(req, &rules, &ready).await) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(req, &rules, &ready, &state).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -54,6 +62,7 @@ async fn route(
     req: Request<Incoming>,
     rules: &Arc<RulesStore>,
     ready: &AtomicBool,
+    state: &State,
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
@@ -63,10 +72,18 @@ async fn route(
         ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            if ready.load(Ordering::SeqCst) {
-                text(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            if !ready.load(Ordering::SeqCst) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else if !state.healthy() {
+                // Fail-closed fleet mode refuses every signed request while the store is down;
+                // a load balancer should send them to an instance that can answer.
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shared state unavailable\n",
+                )
+            } else {
+                text(StatusCode::OK, "text/plain", "ready\n")
             }
         }
         (&Method::GET, "/rules") => rules_status(rules),

@@ -1,9 +1,11 @@
 //! The decision: whether one request may pass, in the order DESIGN.md §3 fixes.
 //!
-//! A pure function of the rule snapshot, the request, the peer address and the clock. The only
-//! state it touches is the nonce cache, and only once the signature has been proved, so a forged
-//! request can never burn a legitimate client's nonce. `serve` calls [`decide`]; `explain` calls
-//! [`decide_traced`], which runs the very same steps and also records each one.
+//! A pure function of the rule snapshot, the request, the peer address and the clock. The state
+//! it needs (nonces, second-factor windows) is asked in one batch, and only once the signature has
+//! been proved, so a forged request can never burn a legitimate client's nonce. In between,
+//! [`begin`] and [`Pending::finish`] leave room for that batch to go to a shared store; [`decide`]
+//! answers it from memory, and [`decide_traced`] (for `explain`) runs the very same steps and
+//! also records each one. The usage table is read (for idle keys) from this process's view.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -11,10 +13,11 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{self, Credential, Family, ParsedAuth, RequestView, Scheme, Window};
 use crate::error::{AllowlistLevel, Rejection};
-use crate::policy::NonceCache;
 use crate::policy::replay::NonceOutcome;
 use crate::policy::source_ip::{self, SourceIp};
+use crate::policy::{idle, mfa};
 use crate::rules::{AccessKey, KeyStatus, Origin, Route, RuleMode, Snapshot, UnsignedBodyPolicy};
+use crate::state::{Claims, NonceClaim, Outcome, StateView, Unavailable};
 use crate::time::UnixSeconds;
 
 /// A shadow rule that would have refused the request.
@@ -83,38 +86,113 @@ impl Trace<'_> {
     }
 }
 
-/// Runs the full decision for one request.
-pub fn decide<'s, 'r>(
+/// Runs the full decision for one request, answering its state claims from `state` at once.
+pub fn decide<'s, 'r, S: StateView + ?Sized>(
     snap: &'s Snapshot,
     req: &RequestView<'r>,
     peer: IpAddr,
     now: UnixSeconds,
-    nonces: &NonceCache,
+    state: &S,
 ) -> Decision<'s, 'r> {
-    run_decision(snap, req, peer, now, nonces, Trace(None))
+    let pending = begin(snap, req, peer, now, state);
+    let outcome = state.claim_now(&pending.claims());
+    pending.finish(Ok(outcome))
 }
 
 /// [`decide`], recording every step (with the canonical request or string to sign of the
 /// signature step) into `steps`.
-pub fn decide_traced<'s, 'r>(
+pub fn decide_traced<'s, 'r, S: StateView + ?Sized>(
     snap: &'s Snapshot,
     req: &RequestView<'r>,
     peer: IpAddr,
     now: UnixSeconds,
-    nonces: &NonceCache,
+    state: &S,
     steps: &mut Vec<Step>,
 ) -> Decision<'s, 'r> {
-    run_decision(snap, req, peer, now, nonces, Trace(Some(steps)))
+    let pending = run_begin(snap, req, peer, now, state, Trace(Some(steps)));
+    let outcome = state.claim_now(&pending.claims());
+    pending.finish(Ok(outcome))
 }
 
-fn run_decision<'s, 'r>(
+/// The first half of the decision, up to what needs the state: everything that can be judged
+/// from the snapshot and the request alone (steps 1 to 6). The server asks a shared store for
+/// [`Pending::claims`] (one round trip) and hands the answer to [`Pending::finish`].
+pub fn begin<'s, 'r, S: StateView + ?Sized>(
     snap: &'s Snapshot,
     req: &RequestView<'r>,
     peer: IpAddr,
     now: UnixSeconds,
-    nonces: &NonceCache,
-    mut trace: Trace<'_>,
-) -> Decision<'s, 'r> {
+    state: &S,
+) -> Pending<'s, 'r, 'static> {
+    run_begin(snap, req, peer, now, state, Trace(None))
+}
+
+/// A decision waiting for the state's answer.
+pub struct Pending<'s, 'r, 't> {
+    snap: &'s Snapshot,
+    now: UnixSeconds,
+    d: Decision<'s, 'r>,
+    /// `None` when the first half already refused.
+    front: Option<Front<'s, 'r>>,
+    trace: Trace<'t>,
+}
+
+/// What the first half learned and the second half needs.
+struct Front<'s, 'r> {
+    route: &'s Route,
+    key: &'s AccessKey,
+    auth: ParsedAuth<'r>,
+    nonce_expires: Option<UnixSeconds>,
+    mfa: Option<mfa::Assessment>,
+}
+
+impl<'s, 'r> Pending<'s, 'r, '_> {
+    /// What to ask the state; empty when the request is refused already.
+    pub fn claims(&self) -> Claims<'_> {
+        let Some(f) = &self.front else {
+            return Claims::default();
+        };
+        let key_id = f.key.id.as_str();
+        Claims {
+            nonce: f
+                .auth
+                .nonce
+                .as_deref()
+                .zip(f.nonce_expires)
+                .map(|(nonce, expires)| NonceClaim {
+                    key_id,
+                    nonce,
+                    now: self.now,
+                    expires,
+                }),
+            mfa: f.mfa.as_ref().and_then(|a| a.claim(key_id, self.now)),
+        }
+    }
+
+    /// Completes the decision with the state's answer to [`Pending::claims`].
+    pub fn finish(mut self, outcome: Result<Outcome, Unavailable>) -> Decision<'s, 'r> {
+        if let Some(front) = self.front.take() {
+            self.d.result = run_finish(
+                self.snap,
+                front,
+                outcome,
+                self.now,
+                &mut self.d,
+                &mut self.trace,
+            );
+        }
+        self.d
+    }
+}
+
+fn run_begin<'s, 'r, 't, S: StateView + ?Sized>(
+    snap: &'s Snapshot,
+    req: &RequestView<'r>,
+    peer: IpAddr,
+    now: UnixSeconds,
+    state: &S,
+    mut trace: Trace<'t>,
+) -> Pending<'s, 'r, 't> {
     let mut d = Decision {
         route: None,
         key: None,
@@ -132,18 +210,30 @@ fn run_decision<'s, 'r>(
         || format!("{source:?} (peer {peer})"),
         None,
     );
-    d.result = run(snap, req, now, nonces, &mut d, &mut trace);
-    d
+    let front = match run_front(snap, req, now, state, &mut d, &mut trace) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            d.result = Err(e);
+            None
+        }
+    };
+    Pending {
+        snap,
+        now,
+        d,
+        front,
+        trace,
+    }
 }
 
-fn run<'s, 'r>(
+fn run_front<'s, 'r, S: StateView + ?Sized>(
     snap: &'s Snapshot,
     req: &RequestView<'r>,
     now: UnixSeconds,
-    nonces: &NonceCache,
+    state: &S,
     d: &mut Decision<'s, 'r>,
     trace: &mut Trace<'_>,
-) -> Result<(), Rejection> {
+) -> Result<Front<'s, 'r>, Rejection> {
     // 1. Route. What is routed (and judged) must be what the upstream executes, so a target
     //    whose meaning depends on how the upstream normalises it is refused before routing.
     if let Some(why) = target_problem(req) {
@@ -241,7 +331,14 @@ fn run<'s, 'r>(
     let key_check = if key.status == KeyStatus::Disabled {
         Err(Rejection::KeyDisabled)
     } else {
-        check_security_token(key, auth.security_token.as_deref(), now)
+        idle::check(
+            key,
+            state.last_used(&key.id),
+            state.tracking_since(),
+            snap.settings.max_idle_days,
+            now,
+        )
+        .and_then(|()| check_security_token(key, auth.security_token.as_deref(), now))
     };
     if let Err(e) = key_check {
         trace.note(
@@ -360,16 +457,59 @@ fn run<'s, 'r>(
         );
     }
 
-    // 7. Nonce, only now that the request is proved to come from the key's holder. It must be
-    //    remembered for as long as the request's timestamp stays acceptable, whatever nonce_ttl
-    //    says, or a replay could slip in after the entry expired.
+    // What the second half will ask the state: the nonce's lifetime (as long as the request's
+    // timestamp stays acceptable, whatever nonce_ttl says, or a replay could slip in after the
+    // entry expired) and, for a critical operation, the second factor.
+    let ttl = snap.settings.nonce_ttl.as_secs() as i64;
+    let nonce_expires = auth
+        .nonce
+        .is_some()
+        .then(|| (now + ttl).max(signed_at + skew) + 1);
+    let mfa = mfa::assess(snap, route, key, &auth, req, now);
+    Ok(Front {
+        route,
+        key,
+        auth,
+        nonce_expires,
+        mfa,
+    })
+}
+
+fn run_finish<'s>(
+    snap: &'s Snapshot,
+    front: Front<'s, '_>,
+    outcome: Result<Outcome, Unavailable>,
+    now: UnixSeconds,
+    d: &mut Decision<'s, '_>,
+    trace: &mut Trace<'_>,
+) -> Result<(), Rejection> {
+    let Front {
+        route,
+        key,
+        auth,
+        nonce_expires,
+        mfa,
+    } = front;
+    let Ok(outcome) = outcome else {
+        trace.note(
+            "state",
+            StepVerdict::Refuse,
+            || "the shared state store did not answer (fail-closed)".into(),
+            None,
+        );
+        return Err(Rejection::StateUnavailable);
+    };
+    let _ = now;
+
+    // 7. Nonce, recorded only now that the request is proved to come from the key's holder.
     match &auth.nonce {
         Some(nonce) => {
-            let ttl = snap.settings.nonce_ttl.as_secs() as i64;
-            let expires = (now + ttl).max(signed_at + skew) + 1;
-            match nonces.check_and_record(key.id.as_str(), nonce, now, expires) {
-                NonceOutcome::Fresh => {}
-                NonceOutcome::Replayed => {
+            let expires = nonce_expires.unwrap_or_default();
+            match outcome.nonce {
+                // A backend that left the claim unanswered cannot vouch for the nonce.
+                None => return Err(Rejection::StateUnavailable),
+                Some(NonceOutcome::Fresh) => {}
+                Some(NonceOutcome::Replayed) => {
                     trace.note(
                         "nonce",
                         StepVerdict::Refuse,
@@ -378,7 +518,7 @@ fn run<'s, 'r>(
                     );
                     return Err(Rejection::NonceUsed);
                 }
-                NonceOutcome::Full => {
+                Some(NonceOutcome::Full) => {
                     trace.note(
                         "nonce",
                         StepVerdict::Refuse,
@@ -447,6 +587,31 @@ fn run<'s, 'r>(
             || "the key is not flagged".into(),
             None,
         ),
+    }
+    // 9. Critical operation: a second factor, fresh or inside its trust window.
+    if let Some(assessment) = &mfa {
+        match mfa::judge(assessment, outcome.mfa) {
+            Ok(()) => trace.note(
+                "second factor",
+                StepVerdict::Pass,
+                || {
+                    format!(
+                        "{} is critical for {}; {:?}",
+                        auth.action, route.service, outcome.mfa
+                    )
+                },
+                None,
+            ),
+            Err(e) => {
+                trace.note(
+                    "second factor",
+                    StepVerdict::Refuse,
+                    || format!("{} is critical for {}: {e}", auth.action, route.service),
+                    None,
+                );
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

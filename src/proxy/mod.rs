@@ -20,12 +20,11 @@ use std::time::{Instant, SystemTime};
 
 use crate::audit::{self, AuditLog};
 use crate::auth::RequestView;
-use crate::decision::decide;
 use crate::error::Rejection;
-use crate::policy::NonceCache;
 use crate::policy::bruteforce::{self, AuthFailureGuard};
 use crate::policy::source_ip::{self, SourceIp};
 use crate::rules::{AccessKey, Origin, RulesStore};
+use crate::state::{State, Use};
 use crate::time::Clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,7 +33,8 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub rules: Arc<RulesStore>,
-    pub nonces: Arc<NonceCache>,
+    /// Nonces, usage, second-factor windows: outside the snapshot, maybe shared by a fleet.
+    pub state: Arc<State>,
     pub clock: Arc<dyn Clock>,
     /// Authentication failures per source; lives outside the snapshot, like the nonce cache.
     pub guard: Arc<AuthFailureGuard>,
@@ -58,10 +58,10 @@ struct Learned<'s> {
 
 impl Gateway {
     /// A gateway that writes no audit lines (see [`Gateway::with_audit`]).
-    pub fn new(rules: Arc<RulesStore>, nonces: Arc<NonceCache>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(rules: Arc<RulesStore>, state: Arc<State>, clock: Arc<dyn Clock>) -> Self {
         Gateway {
             rules,
-            nonces,
+            state,
             clock,
             guard: Arc::new(AuthFailureGuard::new()),
             audit: AuditLog::off(),
@@ -161,7 +161,15 @@ impl Gateway {
                 headers: &parts.headers,
                 body: &body,
             };
-            let decision = decide(&snap, &view, peer.ip(), self.clock.now(), &self.nonces);
+            let now = self.clock.now();
+            let pending = crate::decision::begin(&snap, &view, peer.ip(), now, &*self.state);
+            let claims = pending.claims();
+            let outcome = if claims.is_empty() {
+                Ok(Default::default())
+            } else {
+                self.state.claim(&claims).await
+            };
+            let decision = pending.finish(outcome);
             learned.source = decision.source;
             learned.scheme = decision.scheme.map(|s| s.as_str());
             learned.key = decision.key;
@@ -181,6 +189,15 @@ impl Gateway {
                 // decide() returns Ok only after finding both.
                 return Err(Rejection::BadRequest("internal: no route or key".into()));
             };
+            if let Some(action) = decision.action.as_deref() {
+                self.state.record_use(&Use {
+                    key_id: &key.id,
+                    at: now,
+                    source: decision.source.ip(),
+                    service: &route.service,
+                    action,
+                });
+            }
             let identity = forward::Identity { key, request_id: &request_id, source: decision.source, peer: peer.ip() };
             let upstream_req = forward::upstream_request(route, &parts, host, body.clone(), &identity)?;
             forward::send(&self.client, upstream_req, snap.settings.upstream_timeout).await

@@ -22,6 +22,7 @@ use super::{Gateway, tls};
 use crate::policy::NonceCache;
 use crate::policy::bruteforce::AuthFailureGuard;
 use crate::rules::{LoadError, LoadOptions, RulesStore, store};
+use crate::state::State;
 use crate::time::{Clock, SystemClock};
 
 #[derive(Debug, Clone)]
@@ -78,10 +79,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         tracing::warn!(warning = %w, "rule warning");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let nonces = Arc::new(NonceCache::with_capacity_limit(cfg.max_nonces));
+    let state = Arc::new(State::in_memory(
+        NonceCache::with_capacity_limit(cfg.max_nonces),
+        clock.now(),
+    ));
     let audit = crate::audit::AuditLog::open(&cfg.audit_log)?;
     let gateway = Arc::new(
-        Gateway::new(rules.clone(), nonces.clone(), clock.clone())
+        Gateway::new(rules.clone(), state.clone(), clock.clone())
             .with_audit(audit)
             .with_limits(cfg.limits.clone()),
     );
@@ -113,11 +117,16 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         false => None,
     };
     spawn_sighup(rules.clone());
-    spawn_maintenance(nonces, gateway.guard.clone(), clock);
+    spawn_maintenance(state.clone(), gateway.guard.clone(), clock);
     crate::metrics::spawn_upkeep();
 
     let ready = Arc::new(AtomicBool::new(true));
-    tokio::spawn(crate::admin::serve(admin_listener, rules, ready.clone()));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        rules,
+        ready.clone(),
+        state,
+    ));
     let connections = ConnTracker::new(&cfg.limits);
     let (stop_accepting, stop) = watch::channel(false);
     let accept_task = tokio::spawn(accept_loop(
@@ -272,17 +281,18 @@ fn spawn_sighup(rules: Arc<RulesStore>) {
 
 /// Every 5 s: expired nonces out, stale brute-force entries out, the throttled-sources gauge
 /// recounted.
-fn spawn_maintenance(nonces: Arc<NonceCache>, guard: Arc<AuthFailureGuard>, clock: Arc<dyn Clock>) {
+fn spawn_maintenance(state: Arc<State>, guard: Arc<AuthFailureGuard>, clock: Arc<dyn Clock>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let nonces = nonces.clone();
+            let state = state.clone();
             let guard = guard.clone();
             let now = clock.now();
             let _ = tokio::task::spawn_blocking(move || {
-                nonces.evict_expired(now);
-                crate::metrics::nonces(nonces.len());
+                state.nonces().evict_expired(now);
+                state.local.mfa.evict_expired(now);
+                crate::metrics::nonces(state.nonces().len());
                 let blocked = guard.evict(std::time::Instant::now());
                 crate::metrics::sources_throttled(blocked);
             })

@@ -117,6 +117,45 @@ impl Local {
     }
 }
 
+/// What the decision reads and asks of the state without waiting: the usage view (for idle
+/// keys) and claims answered from memory (`explain`, tests, benches, embedded mode).
+pub trait StateView {
+    fn last_used(&self, key_id: &str) -> Option<UnixSeconds>;
+    fn tracking_since(&self) -> UnixSeconds;
+    fn claim_now(&self, claims: &Claims<'_>) -> Outcome;
+}
+
+/// A bare nonce cache: no usage known (so idle days count from each key's creation) and no
+/// second-factor window ever open.
+impl StateView for NonceCache {
+    fn last_used(&self, _key_id: &str) -> Option<UnixSeconds> {
+        None
+    }
+    fn tracking_since(&self) -> UnixSeconds {
+        UnixSeconds::MIN
+    }
+    fn claim_now(&self, c: &Claims<'_>) -> Outcome {
+        Outcome {
+            nonce: c
+                .nonce
+                .map(|n| self.check_and_record(n.key_id, n.nonce, n.now, n.expires)),
+            mfa: c.mfa.map(|_| MfaOutcome::NotTrusted),
+        }
+    }
+}
+
+impl StateView for State {
+    fn last_used(&self, key_id: &str) -> Option<UnixSeconds> {
+        self.usage.last_used(key_id)
+    }
+    fn tracking_since(&self) -> UnixSeconds {
+        self.usage.since()
+    }
+    fn claim_now(&self, c: &Claims<'_>) -> Outcome {
+        self.local.claim(c)
+    }
+}
+
 /// The state a gateway runs with.
 pub struct State {
     pub local: Local,
@@ -144,17 +183,6 @@ impl State {
     /// Answers `claims` from this process's memory only (`explain`, tests, embedded mode).
     pub fn claim_local(&self, claims: &Claims<'_>) -> Outcome {
         self.local.claim(claims)
-    }
-
-    /// When `key_id` was last used (as far as this instance knows); `None` if never.
-    pub fn last_used(&self, key_id: &str) -> Option<UnixSeconds> {
-        self.usage.last_used(key_id)
-    }
-
-    /// Since when usage has been tracked: a key with no recorded use counts as idle from here
-    /// at the earliest, since use before it is unknown.
-    pub fn tracking_since(&self) -> UnixSeconds {
-        self.usage.since()
     }
 
     /// Counts one allowed request. Cheap and non-blocking: persistence and sharing are batched
