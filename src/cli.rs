@@ -70,6 +70,19 @@ pub struct ServeArgs {
     /// Audit log: one JSON line per decision. `-` for stdout, `off`, or a file path (appended).
     #[arg(long, env = "AKGATE_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
+    /// Where state that outlives a rule snapshot lives (nonces, key usage, MFA windows,
+    /// brute-force counters): unset = this process's memory; a directory = memory, with key usage
+    /// persisted there; `redis://HOST:PORT` = shared by every instance pointed at that Redis.
+    #[arg(long, env = "AKGATE_STATE", value_parser = crate::state::StateSpec::parse)]
+    pub state: Option<crate::state::StateSpec>,
+    /// When the shared state store (Redis) cannot answer: `closed` refuses signed requests with
+    /// 503 and turns /readyz to 503; `open` falls back to this instance's own memory (a replay
+    /// sent to another instance may then pass).
+    #[arg(long, env = "AKGATE_STATE_FAIL", value_enum, default_value = "closed")]
+    pub state_fail: crate::state::FailMode,
+    /// How long a request waits for the shared state store before that counts as unavailable.
+    #[arg(long, env = "AKGATE_STATE_TIMEOUT", default_value = "250ms", value_parser = duration)]
+    pub state_timeout: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -224,6 +237,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         audit_log: args.audit_log,
         limits: args.limits.limits(),
         max_nonces: args.limits.max_nonces,
+        state: crate::state::StateConfig {
+            spec: args.state.unwrap_or_default(),
+            fail: args.state_fail,
+            timeout: args.state_timeout,
+        },
     };
     // Before the "listening" line: see ShutdownSignals.
     let mut signals = ShutdownSignals::install();

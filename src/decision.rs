@@ -590,7 +590,15 @@ fn run_finish<'s>(
     }
     // 9. Critical operation: a second factor, fresh or inside its trust window.
     if let Some(assessment) = &mfa {
-        match mfa::judge(assessment, outcome.mfa) {
+        let verdict = mfa::judge(assessment, outcome.mfa);
+        crate::metrics::mfa(match (&verdict, outcome.mfa) {
+            (Ok(()), Some(crate::state::MfaOutcome::Redeemed)) => "redeemed",
+            (Ok(()), _) => "trusted",
+            (Err(Rejection::MfaRequired), _) => "required",
+            (Err(_), Some(crate::state::MfaOutcome::Reused)) => "reused",
+            (Err(_), _) => "invalid",
+        });
+        match verdict {
             Ok(()) => trace.note(
                 "second factor",
                 StepVerdict::Pass,

@@ -195,6 +195,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         audit_log: "off".into(),
         limits: Default::default(),
         max_nonces: crate::policy::replay::DEFAULT_MAX_NONCES,
+        state: Default::default(),
     })
     .await
     .map_err(|e| {

@@ -21,6 +21,11 @@ pub const SOURCES_THROTTLED: &str = "akgate_sources_throttled";
 pub const THROTTLE_STARTS: &str = "akgate_source_throttle_starts_total";
 pub const WOULD_DENY: &str = "akgate_shadow_would_deny_total";
 pub const AUDIT_DROPPED: &str = "akgate_audit_dropped_total";
+pub const STATE_UP: &str = "akgate_state_up";
+pub const STATE_ERRORS: &str = "akgate_state_errors_total";
+pub const STATE_ROUND_TRIP: &str = "akgate_state_round_trip_seconds";
+pub const MFA: &str = "akgate_mfa_total";
+pub const IDLE_REFUSED: &str = "akgate_keys_idle_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -33,6 +38,9 @@ pub fn install() -> &'static PrometheusHandle {
         ];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &buckets)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(STATE_ROUND_TRIP.into()), &buckets)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
             Ok(handle) => {
@@ -47,6 +55,27 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        STATE_UP,
+        "1 when the shared state store (Redis) answers, 0 when it does not; 1 without one"
+    );
+    metrics::describe_counter!(
+        STATE_ERRORS,
+        "Shared state store failures by operation (claim, usage_push, usage_pull, failures)"
+    );
+    metrics::describe_histogram!(
+        STATE_ROUND_TRIP,
+        metrics::Unit::Seconds,
+        "Round trip of one request's claims to the shared state store"
+    );
+    metrics::describe_counter!(
+        MFA,
+        "Critical operations by second-factor result (trusted, redeemed, required, invalid, reused)"
+    );
+    metrics::describe_counter!(
+        IDLE_REFUSED,
+        "Requests refused because their AccessKey was idle longer than max_idle_days"
+    );
     metrics::describe_counter!(
         REQUESTS,
         "Requests by decision (allowed, denied, upstream_error), code and signature scheme; \
@@ -198,4 +227,27 @@ pub fn overloaded(reason: &'static str) {
 /// Entries in the replay cache, recounted by the maintenance tick.
 pub fn nonces(n: usize) {
     gauge!(NONCES).set(n as f64);
+}
+
+/// Whether the shared state store answers.
+pub fn state_up(up: bool) {
+    gauge!(STATE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A failed operation on the shared state store; `op` is one of a fixed few names.
+pub fn state_error(op: &'static str) {
+    counter!(STATE_ERRORS, "op" => op).increment(1);
+}
+
+pub fn state_round_trip(elapsed: Duration) {
+    histogram!(STATE_ROUND_TRIP).record(elapsed.as_secs_f64());
+}
+
+/// A critical operation's second-factor result; `result` is one of a fixed few names.
+pub fn mfa(result: &'static str) {
+    counter!(MFA, "result" => result).increment(1);
+}
+
+pub fn idle_refused() {
+    counter!(IDLE_REFUSED).increment(1);
 }

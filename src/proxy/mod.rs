@@ -182,6 +182,9 @@ impl Gateway {
                 learned.would_deny.push((w.rejection.code(), w.rule));
             }
             if let Err(r) = decision.result {
+                if r == Rejection::KeyIdle {
+                    crate::metrics::idle_refused();
+                }
                 tracing::debug!(request_id = %request_id, code = r.code(), reason = %r, source = ?decision.source, "refused");
                 return Err(r);
             }

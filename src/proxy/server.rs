@@ -41,6 +41,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Bound on the replay cache (see [`crate::policy::replay::DEFAULT_MAX_NONCES`]).
     pub max_nonces: usize,
+    pub state: crate::state::StateConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

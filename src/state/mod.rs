@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod usage;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::policy::NonceCache;
@@ -19,6 +20,63 @@ use crate::time::UnixSeconds;
 
 pub use mfa::MfaWindows;
 pub use usage::UsageTable;
+
+/// Where the state lives (`--state`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateSpec {
+    /// This process's memory only.
+    #[default]
+    Memory,
+    /// Memory, with the usage table persisted in this directory.
+    Dir(PathBuf),
+    /// Shared through Redis at `host:port`.
+    Redis { addr: String },
+}
+
+impl StateSpec {
+    pub fn parse(s: &str) -> Result<StateSpec, String> {
+        if let Some(rest) = s.strip_prefix("redis://") {
+            let addr = rest.trim_end_matches('/');
+            if addr.is_empty() || addr.contains(['/', '@', '?']) {
+                return Err(format!(
+                    "`{s}`: expected redis://HOST:PORT (no user, password, database or options)"
+                ));
+            }
+            let addr = if addr.contains(':') && !addr.ends_with(']') {
+                addr.to_string()
+            } else {
+                format!("{addr}:6379")
+            };
+            return Ok(StateSpec::Redis { addr });
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "`{s}`: the state is a directory or redis://HOST:PORT"
+            ));
+        }
+        if s.is_empty() {
+            return Err("the state directory is empty".into());
+        }
+        Ok(StateSpec::Dir(PathBuf::from(s)))
+    }
+}
+
+/// What to do when the shared store cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailMode {
+    /// Refuse (503) what cannot be checked against the fleet.
+    #[default]
+    Closed,
+    /// Check against this instance's memory instead.
+    Open,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateConfig {
+    pub spec: StateSpec,
+    pub fail: FailMode,
+    pub timeout: std::time::Duration,
+}
 
 /// Record `nonce` for `key_id` until `expires`, unless it is already recorded.
 #[derive(Debug, Clone, Copy)]
