@@ -137,6 +137,15 @@ fn describe() {
     );
 }
 
+/// Series that stay at zero in a healthy gateway are created at start, so that dashboards and
+/// alerts see 0 rather than no data.
+pub fn prime() {
+    counter!(IDLE_REFUSED).increment(0);
+    for result in ["trusted", "redeemed", "required", "invalid", "reused"] {
+        counter!(MFA, "result" => result).increment(0);
+    }
+}
+
 /// Histograms are aggregated lazily; this drains them so memory stays flat between scrapes.
 pub fn spawn_upkeep() {
     tokio::spawn(async {

@@ -120,6 +120,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     spawn_sighup(rules.clone());
     spawn_maintenance(state.clone(), gateway.guard.clone(), clock);
     crate::metrics::spawn_upkeep();
+    crate::metrics::prime();
+    crate::metrics::state_up(state.healthy());
 
     let ready = Arc::new(AtomicBool::new(true));
     tokio::spawn(crate::admin::serve(

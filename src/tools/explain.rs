@@ -204,7 +204,9 @@ fn explain(args: &ExplainArgs) -> Result<bool, String> {
         body: &req.body,
     };
     let mut steps = Vec::new();
-    let d = decide_traced(&snap, &view, args.ip, now, &NonceCache::new(), &mut steps);
+    // No usage is known here, so idle days count from now: `explain` never guesses a key idle.
+    let state = crate::state::State::in_memory(NonceCache::new(), now);
+    let d = decide_traced(&snap, &view, args.ip, now, &state, &mut steps);
 
     let mut out = std::io::stdout().lock();
     let w = |e: std::io::Error| e.to_string();
