@@ -553,12 +553,21 @@ fn configmap_key_ids_are_clearly_fake() {
         assert!(id.starts_with("5tEXAMPLE"), "LTAI{id}");
     }
     let secret = manifest("secret.yaml", "Secret", "akgate-keys");
-    for (k, v) in scalars(&secret, "stringData") {
+    let values = scalars(&secret, "stringData");
+    for (k, v) in &values {
         assert!(
             v.starts_with("FAKE-"),
             "Secret value {k} must be marked fake"
         );
     }
+    let listed: BTreeMap<String, String> = EXAMPLE_SECRETS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        values, listed,
+        "keep EXAMPLE_SECRETS in step with secret.yaml"
+    );
 }
 
 #[test]
