@@ -18,6 +18,7 @@ use super::{
 use crate::auth::encoding::hex_lower;
 use crate::policy::IpSet;
 use crate::policy::allowlist::parse_cidr;
+use crate::policy::mfa::totp::TotpSeed;
 use crate::time::parse_duration;
 
 /// Looks up an environment variable; injected so that `demo` and tests need not touch the
@@ -477,6 +478,9 @@ fn compile(
             let Ok(temporary) = read_temporary(*i, k, dir, opts, check, &mut diag) else {
                 continue;
             };
+            let Ok(totp) = read_totp(*i, k, dir, opts, check, &mut diag, &mut hash) else {
+                continue;
+            };
             let allow = compile_cidrs(*i, &k.api_source_cidrs, &mut diag);
             let key = AccessKey {
                 id: id.clone(),
@@ -490,6 +494,7 @@ fn compile(
                 leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
                 material,
                 temporary,
+                totp,
                 sigv4_keys: Default::default(),
                 origin: files[*i].origin(span),
             };
@@ -520,34 +525,58 @@ fn compile(
                 origin: Some(files[*i].origin(span)),
                 ..Default::default()
             };
-            for a in &s.actions {
-                let action = a.get_ref().trim();
-                if action == "*" {
-                    risk.all = true;
-                } else if let Some(prefix) = action.strip_suffix('*')
-                    && !prefix.is_empty()
-                    && !prefix.contains(['*', ' '])
-                {
-                    risk.prefixes.push(prefix.to_ascii_lowercase());
-                } else if action.contains('*') {
-                    diag.error(
-                        *i,
-                        a.span(),
-                        format!(
-                            "`{action}`: `*` may only end an action name (`Create*`) or stand alone"
-                        ),
-                    );
-                } else if action.is_empty() || action.contains(char::is_whitespace) {
-                    diag.error(*i, a.span(), format!("`{action}` is not an action name"));
-                } else {
-                    risk.actions.insert(action.to_ascii_lowercase());
-                }
-            }
+            compile_actions(*i, &s.actions, &mut risk, &mut diag);
             if services.insert(name.clone(), risk).is_some() {
                 diag.error(
                     *i,
                     s.name.span(),
                     format!("service `{name}` is declared twice; merge its actions into one entry"),
+                );
+            }
+        }
+    }
+
+    // Critical operations: they need a second factor.
+    let mut critical: HashMap<String, ServiceRisk> = HashMap::new();
+    for (i, raw) in &parsed {
+        for c in &raw.critical {
+            let span = c.span();
+            let c = c.get_ref();
+            let name = c.service.get_ref().trim().to_ascii_lowercase();
+            if name.is_empty() {
+                diag.error(*i, c.service.span(), "[[critical]] service is empty");
+                continue;
+            }
+            let mut ops = ServiceRisk {
+                mode: c.mode,
+                origin: Some(files[*i].origin(span)),
+                ..Default::default()
+            };
+            if c.actions.is_empty() {
+                diag.error(
+                    *i,
+                    c.service.span(),
+                    format!(
+                        "[[critical]] `{name}` lists no actions (use [\"*\"] for every action)"
+                    ),
+                );
+            }
+            compile_actions(*i, &c.actions, &mut ops, &mut diag);
+            // A misspelt service would leave its operations unprotected without a word.
+            if !services.contains_key(&name) {
+                diag.error(
+                    *i,
+                    c.service.span(),
+                    format!("[[critical]] names unknown service `{name}`: declare it with a [[service]] entry (its actions may be empty)"),
+                );
+            }
+            if critical.insert(name.clone(), ops).is_some() {
+                diag.error(
+                    *i,
+                    c.service.span(),
+                    format!(
+                        "[[critical]] `{name}` appears twice; merge its actions into one entry"
+                    ),
                 );
             }
         }
@@ -658,6 +687,7 @@ fn compile(
         keys,
         routes,
         services,
+        critical,
         warnings: diag.warnings,
         usable_keys,
     })
@@ -767,6 +797,36 @@ fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
     }
 }
 
+/// Adds an action list (`Name`, `Prefix*` or `*`) to `into`.
+fn compile_actions(
+    file: usize,
+    actions: &[Spanned<String>],
+    into: &mut ServiceRisk,
+    diag: &mut Diag<'_>,
+) {
+    for a in actions {
+        let action = a.get_ref().trim();
+        if action == "*" {
+            into.all = true;
+        } else if let Some(prefix) = action.strip_suffix('*')
+            && !prefix.is_empty()
+            && !prefix.contains(['*', ' '])
+        {
+            into.prefixes.push(prefix.to_ascii_lowercase());
+        } else if action.contains('*') {
+            diag.error(
+                file,
+                a.span(),
+                format!("`{action}`: `*` may only end an action name (`Create*`) or stand alone"),
+            );
+        } else if action.is_empty() || action.contains(char::is_whitespace) {
+            diag.error(file, a.span(), format!("`{action}` is not an action name"));
+        } else {
+            into.actions.insert(action.to_ascii_lowercase());
+        }
+    }
+}
+
 fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag<'_>) -> Settings {
     let mut s = Settings::default();
     let Some((i, raw)) = raw else { return s };
@@ -791,6 +851,16 @@ fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag
         &mut s.auth_failure_cooldown,
         diag,
     );
+    dur(&raw.mfa_trust_window, &mut s.mfa_trust_window, diag);
+    if let Some(v) = &raw.mfa_trust_window
+        && s.mfa_trust_window > MAX_MFA_TRUST_WINDOW
+    {
+        diag.error(
+            i,
+            v.span(),
+            "mfa_trust_window may be at most 24h: a second factor vouches for a session, not a day's work",
+        );
+    }
     if let Some(n) = raw.auth_failure_limit {
         s.auth_failure_limit = n;
     }
@@ -808,6 +878,8 @@ fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag
     }
     s
 }
+
+const MAX_MFA_TRUST_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn compile_cidrs(file: usize, cidrs: &[Spanned<String>], diag: &mut Diag<'_>) -> IpSet {
     let mut set = IpSet::new();
@@ -1109,6 +1181,49 @@ fn read_temporary(
     }))
 }
 
+/// The key's TOTP seed, if it has one; `Err(())` after recording a problem. The seed's text is
+/// wiped once decoded, and no message quotes it.
+fn read_totp(
+    file: usize,
+    k: &RawAccessKey,
+    dir: &Path,
+    opts: &LoadOptions,
+    check: &CheckOptions,
+    diag: &mut Diag<'_>,
+    hash: &mut Sha256,
+) -> Result<Option<TotpSeed>, ()> {
+    let id = k.id.get_ref();
+    let (env, path) = (k.totp_secret_env.as_ref(), k.totp_secret_file.as_ref());
+    let Some(span) = env.or(path).map(|s| s.span()) else {
+        return Ok(None);
+    };
+    if env.is_some() && path.is_some() {
+        diag.error(
+            file,
+            span,
+            format!("access key `{id}` needs at most one of totp_secret_env, totp_secret_file"),
+        );
+        return Err(());
+    }
+    if check.skip_secrets {
+        return Ok(Some(TotpSeed::from_bytes(b"")));
+    }
+    let src = TextSource {
+        what: "TOTP seed",
+        env,
+        file: path,
+        inline: None,
+    };
+    let text = read_text(file, src, dir, opts, diag, hash).ok_or(())?;
+    match TotpSeed::from_base32(&text) {
+        Ok(seed) => Ok(Some(seed)),
+        Err(e) => {
+            diag.error(file, span, format!("access key `{id}`: {e}"));
+            Err(())
+        }
+    }
+}
+
 /// A TOML offset date-time as Unix seconds; `None` for local (offset-less) values.
 pub fn datetime_secs(d: &toml::value::Datetime) -> Option<i64> {
     let (date, time, offset) = (d.date?, d.time?, d.offset?);
@@ -1155,6 +1270,7 @@ fn rsa_public_key_from_pem(pem: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleMode;
 
     #[test]
     fn secret_files_must_be_small_regular_files() {
@@ -1430,6 +1546,126 @@ upstream = "http://127.0.0.1:9000"
         std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("leaked.toml")).unwrap();
         let e = load_dir(d.path(), &LoadOptions::default()).unwrap_err();
         assert!(e.to_string().contains("`leaked.toml`"), "{e}");
+    }
+
+    #[test]
+    fn critical_operations_and_totp_seeds() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        // `12345678901234567890` in base32, spaced as apps show it, no padding.
+        write(
+            d.path(),
+            "ci.totp",
+            "GEZD GNBV GY3T QOJQ GEZD GNBV GY3T QOJQ\n",
+        );
+        let keys = KEYS.replace(
+            "status = \"active\"",
+            "status = \"active\"\ntotp_secret_file = \"ci.totp\"",
+        );
+        write(d.path(), "keys.toml", &keys);
+        let critical = "\n[[critical]]\nservice = \"ECS\"\nactions = [\"DeleteInstance\", \"Modify*\"]\nmode = \"shadow\"\n";
+        write(d.path(), "critical.toml", critical);
+        write(
+            d.path(),
+            "settings.toml",
+            "[settings]\nmfa_trust_window = \"2m\"\n",
+        );
+        let s = load_dir(d.path(), &LoadOptions::default()).unwrap();
+        let ops = s.critical("ecs").unwrap();
+        assert!(ops.is_high_risk("deleteinstance") && ops.is_high_risk("ModifyInstanceSpec"));
+        assert!(!ops.is_high_risk("DescribeInstances"));
+        assert_eq!(ops.mode, RuleMode::Shadow);
+        assert_eq!(ops.origin.as_ref().unwrap().to_string(), "critical.toml:2");
+        assert_eq!(s.settings.mfa_trust_window.as_secs(), 120);
+        let seed = s.key("AK1").unwrap().totp.as_ref().unwrap();
+        assert_eq!(seed.code_at(59, 8), "94287082", "RFC 6238's seed");
+
+        // The default window.
+        std::fs::remove_file(d.path().join("settings.toml")).unwrap();
+        let s = load_dir(d.path(), &LoadOptions::default()).unwrap();
+        assert_eq!(s.settings.mfa_trust_window.as_secs(), 15 * 60);
+
+        // Each mistake is refused with its place, and never quotes a seed.
+        let cases: [(&str, &str, &str, &str); 7] = [
+            (
+                "critical.toml",
+                "\n[[critical]]\nservice = \"ecs\"\nactions = [\"X\"]\ncolour = 1\n",
+                "critical.toml:5",
+                "colour",
+            ),
+            (
+                "critical.toml",
+                "\n[[critical]]\nservice = \"ecss\"\nactions = [\"X\"]\n",
+                "critical.toml:3",
+                "unknown service `ecss`",
+            ),
+            (
+                "critical.toml",
+                "[[critical]]\nservice = \"ecs\"\nactions = [\"A\"]\n[[critical]]\nservice = \"ecs\"\nactions = [\"B\"]\n",
+                "critical.toml:5",
+                "appears twice",
+            ),
+            (
+                "critical.toml",
+                "[[critical]]\nservice = \"ecs\"\nactions = [\"De*lete\"]\n",
+                "critical.toml:3",
+                "`*` may only end",
+            ),
+            (
+                "settings.toml",
+                "[settings]\nmfa_trust_window = \"2d\"\n",
+                "settings.toml:2",
+                "at most 24h",
+            ),
+            (
+                "ci.totp",
+                "GEZDGNBVGY3TQOJ1GEZDGNBVGY3TQOJQ\n",
+                "keys.toml:",
+                "not base32",
+            ),
+            (
+                "keys.toml",
+                &keys.replace(
+                    "totp_secret_file = \"ci.totp\"",
+                    "totp_secret_file = \"ci.totp\"\ntotp_secret_env = \"AKGATE_TEST_TOTP\"",
+                ),
+                "keys.toml:",
+                "at most one of totp_secret_env, totp_secret_file",
+            ),
+        ];
+        for (file, text, at, what) in cases {
+            let saved = std::fs::read_to_string(d.path().join(file)).ok();
+            write(d.path(), file, text);
+            let e = load_dir(d.path(), &LoadOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(at) && e.contains(what), "{file}: {e}");
+            assert!(!e.contains("GEZD"), "{e}");
+            match saved {
+                Some(t) => write(d.path(), file, &t),
+                None => std::fs::remove_file(d.path().join(file)).unwrap(),
+            }
+        }
+        write(
+            d.path(),
+            "keys.toml",
+            &keys.replace(
+                "totp_secret_file = \"ci.totp\"",
+                "totp_secret_env = \"AKGATE_TEST_TOTP\"",
+            ),
+        );
+        let e = load_dir(
+            d.path(),
+            &LoadOptions {
+                env: Arc::new(|_| None),
+                upstream_override: None,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`AKGATE_TEST_TOTP` is not set"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct AccessKey {
     pub leaked: Option<LeakInfo>,
     pub material: KeyMaterial,
     pub temporary: Option<Temporary>,
+    /// The key's second factor for critical operations; `None` when none is set up.
+    pub totp: Option<crate::policy::mfa::totp::TotpSeed>,
     /// SigV4 derived signing keys for this key's secret.
     pub sigv4_keys: crate::auth::sigv4::SigningKeyCache,
     pub origin: Origin,
@@ -250,8 +252,9 @@ impl Route {
     }
 }
 
-/// The high-risk actions of one service, lower-cased: action names are compared without regard to
-/// case so that a case variant the upstream might accept cannot slip past the list.
+/// A list of actions of one service (its high-risk actions, or its critical operations),
+/// lower-cased: action names are compared without regard to case so that a case variant the
+/// upstream might accept cannot slip past the list.
 #[derive(Debug, Default)]
 pub struct ServiceRisk {
     pub all: bool,
@@ -289,6 +292,8 @@ pub struct Settings {
     /// Signature failures per source IP per minute before the source is refused; 0 = off.
     pub auth_failure_limit: u32,
     pub auth_failure_cooldown: Duration,
+    /// How long a verified second factor lets a key call critical operations without a code.
+    pub mfa_trust_window: Duration,
 }
 
 impl Default for Settings {
@@ -303,6 +308,7 @@ impl Default for Settings {
             unsigned_body: UnsignedBodyPolicy::default(),
             auth_failure_limit: 0,
             auth_failure_cooldown: Duration::from_secs(5 * 60),
+            mfa_trust_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -318,6 +324,8 @@ pub struct Snapshot {
     pub keys: HashMap<String, AccessKey>,
     pub routes: Vec<Route>,
     pub services: HashMap<String, ServiceRisk>,
+    /// Critical operations (`[[critical]]`), by service: they need a second factor.
+    pub critical: HashMap<String, ServiceRisk>,
     pub warnings: Vec<Problem>,
     /// Keys that can authenticate some request: active, and admitted by some address at every
     /// enforced allowlist level. Zero means every request is refused (and a warning says so).
@@ -347,6 +355,11 @@ impl Snapshot {
 
     pub fn service(&self, name: &str) -> Option<&ServiceRisk> {
         self.services.get(name)
+    }
+
+    /// The `[[critical]]` entry of a service, if it has one.
+    pub fn critical(&self, service: &str) -> Option<&ServiceRisk> {
+        self.critical.get(service)
     }
 }
 

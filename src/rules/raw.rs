@@ -22,6 +22,8 @@ pub struct RawFile {
     pub service: Vec<Spanned<RawService>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub critical: Vec<Spanned<RawCritical>>,
     pub settings: Option<Spanned<RawSettings>>,
 }
 
@@ -79,6 +81,11 @@ pub struct RawAccessKey {
     pub security_token_env: Option<Spanned<String>>,
     pub security_token_file: Option<Spanned<String>>,
     pub security_token: Option<Spanned<String>>,
+    /// The key's second factor for critical operations: an environment variable or a file
+    /// (relative to the rules directory) holding a base32 TOTP seed (RFC 6238). Not inline: a
+    /// rule file is shared more widely than a secret should be.
+    pub totp_secret_env: Option<Spanned<String>>,
+    pub totp_secret_file: Option<Spanned<String>>,
     #[serde(default)]
     pub api_source_cidrs: Vec<Spanned<String>>,
     /// `"shadow"`: the allowlist is evaluated and its refusals logged, not enforced.
@@ -102,6 +109,18 @@ pub struct RawService {
     pub name: Spanned<String>,
     pub description: Option<String>,
     #[serde(default)]
+    pub actions: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub mode: RuleMode,
+}
+
+/// Operations of one service that need a second factor (`critical.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCritical {
+    pub service: Spanned<String>,
+    pub description: Option<String>,
+    /// Action names, `Prefix*`, or `*` for every action, as in `[[service]]`.
     pub actions: Vec<Spanned<String>>,
     #[serde(default)]
     pub mode: RuleMode,
@@ -144,6 +163,9 @@ pub struct RawSettings {
     pub auth_failure_limit: Option<u32>,
     /// How long such a source stays refused.
     pub auth_failure_cooldown: Option<Spanned<String>>,
+    /// How long a verified second factor lets the key call critical operations without another
+    /// code (default 15m).
+    pub mfa_trust_window: Option<Spanned<String>>,
 }
 
 /// Whether a rule is enforced, or only evaluated and logged (`would_deny`) so that a team can

@@ -56,3 +56,43 @@ impl MfaWindows {
         self.redeemed.retain(|_, until| *until > now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redeem<'a>(key_id: &'a str, token: &'a str, now: UnixSeconds) -> MfaClaim<'a> {
+        MfaClaim::Redeem {
+            key_id,
+            token,
+            now,
+            token_expires: now + 90,
+            trust_until: now + 60,
+        }
+    }
+
+    #[test]
+    fn a_token_opens_a_window_once() {
+        let w = MfaWindows::new();
+        let check = |now| MfaClaim::Check { key_id: "K", now };
+        assert_eq!(w.claim(&check(100)), MfaOutcome::NotTrusted);
+        assert_eq!(w.claim(&redeem("K", "totp:3", 100)), MfaOutcome::Redeemed);
+        assert_eq!(w.claim(&check(159)), MfaOutcome::Trusted);
+        assert_eq!(w.claim(&check(160)), MfaOutcome::NotTrusted);
+        // Reused while the token lives, whatever the window; another key's tokens are its own.
+        assert_eq!(w.claim(&redeem("K", "totp:3", 120)), MfaOutcome::Reused);
+        assert_eq!(w.claim(&redeem("K2", "totp:3", 120)), MfaOutcome::Redeemed);
+        assert_eq!(w.claim(&check(170)), MfaOutcome::NotTrusted);
+        // A fresh token extends the window; an expired one may be redeemed again.
+        assert_eq!(w.claim(&redeem("K", "totp:4", 170)), MfaOutcome::Redeemed);
+        assert_eq!(w.claim(&check(229)), MfaOutcome::Trusted);
+        assert_eq!(w.claim(&redeem("K", "totp:3", 190)), MfaOutcome::Redeemed);
+        // Eviction forgets only what expired.
+        w.evict_expired(225);
+        assert_eq!(w.claim(&check(226)), MfaOutcome::Trusted);
+        assert_eq!(w.claim(&redeem("K", "totp:4", 226)), MfaOutcome::Reused);
+        assert_eq!(w.redeemed.len(), 2, "K2's expired token is gone");
+        w.evict_expired(400);
+        assert_eq!(w.claim(&check(400)), MfaOutcome::NotTrusted);
+    }
+}

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 
 use crate::auth::encoding::{percent_decode, percent_encode};
 use crate::auth::{acs3, rpc1, sigv4};
+use crate::policy::mfa::{
+    self,
+    totp::{self, TotpSeed},
+};
 use crate::time::{Clock, SystemClock, UnixSeconds, format_iso8601_utc, parse_iso8601_utc};
 
 use super::{Target, parse_header, parse_target, shell_quote};
@@ -69,6 +73,15 @@ pub struct SignArgs {
     /// Sign as of this time (yyyy-MM-ddTHH:mm:ssZ) instead of now.
     #[arg(long)]
     pub now: Option<String>,
+    /// A second-factor code for a critical operation, sent where the scheme signs it: the
+    /// X-Akgate-MFA-Code header (acs3, sigv4), x-acs-akgate-mfa-code (roa), the AkgateMfaCode
+    /// parameter (rpc).
+    #[arg(long, conflicts_with = "mfa_secret_env")]
+    pub mfa_code: Option<String>,
+    /// The environment variable holding the key's base32 TOTP seed: sends the code of the
+    /// signing time, as --mfa-code would (for testing; the seed is never printed).
+    #[arg(long)]
+    pub mfa_secret_env: Option<String>,
 }
 
 /// A signed request, ready to print.
@@ -145,6 +158,17 @@ pub fn sign(args: &SignArgs) -> Result<Signed, String> {
     }
     let method = args.method.to_ascii_uppercase();
     let nonce = crate::demo::fresh_nonce();
+    let mfa_code = mfa_code(args, now)?;
+    if let Some(code) = &mfa_code {
+        match args.scheme {
+            SignScheme::Acs3 | SignScheme::Sigv4 => {
+                headers.push((mfa::CODE_HEADER.as_str().into(), code.clone()));
+            }
+            SignScheme::Roa => headers.push((mfa::ACS_CODE_HEADER.as_str().into(), code.clone())),
+            // Added with the other parameters below.
+            SignScheme::Rpc => {}
+        }
+    }
     match args.scheme {
         SignScheme::Acs3 => {
             let action = args.action.as_deref().ok_or("acs3 needs --action")?;
@@ -189,7 +213,10 @@ pub fn sign(args: &SignArgs) -> Result<Signed, String> {
                 ("SignatureVersion", "1.0"),
                 ("SignatureNonce", nonce.as_str()),
                 ("Timestamp", timestamp.as_str()),
-            ] {
+            ]
+            .into_iter()
+            .chain(mfa_code.as_deref().map(|code| (mfa::CODE_PARAMETER, code)))
+            {
                 params.retain(|(pk, _)| pk != k);
                 params.push((k.to_string(), v.to_string()));
             }
@@ -258,6 +285,21 @@ pub fn sign(args: &SignArgs) -> Result<Signed, String> {
         headers,
         body,
     })
+}
+
+/// The second-factor code to send, from `--mfa-code` or computed from `--mfa-secret-env`.
+fn mfa_code(args: &SignArgs, now: UnixSeconds) -> Result<Option<String>, String> {
+    if let Some(code) = &args.mfa_code {
+        return Ok(Some(code.trim().to_string()));
+    }
+    let Some(var) = &args.mfa_secret_env else {
+        return Ok(None);
+    };
+    let text = zeroize::Zeroizing::new(
+        std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?,
+    );
+    let seed = TotpSeed::from_base32(&text).map_err(|e| format!("`{var}`: {e}"))?;
+    Ok(Some(seed.code_at(now, totp::DIGITS)))
 }
 
 fn request_target(s: &Signed) -> String {
