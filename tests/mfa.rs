@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// A key with a second factor. Fake.
 const MFA_KEY: (&str, &str) = ("AKMFAKEY00000001", "mfa-secret-for-tests-only");
+/// Another key with the same seed (its codes are its own to redeem). Fake.
+const MFA_KEY2: (&str, &str) = ("AKMFAKEY00000002", "mfa-second-secret-for-tests-only");
 /// A key of the same account without one. Fake.
 const PLAIN_KEY: (&str, &str) = ("AKMFAPLAIN000001", "mfa-plain-secret-for-tests-only");
 /// An AWS-style key with a second factor. Fake.
@@ -75,6 +77,13 @@ status = "active"
 totp_secret_file = "mfa.seed"
 
 [[access_key]]
+id = "{mfa2}"
+account = "500"
+secret = "{mfa2_secret}"
+status = "active"
+totp_secret_file = "mfa.seed"
+
+[[access_key]]
 id = "{plain}"
 account = "500"
 secret = "{plain_secret}"
@@ -89,6 +98,8 @@ totp_secret_env = "AKGATE_IT_TOTP_SEED"
 "#,
             mfa = MFA_KEY.0,
             mfa_secret = MFA_KEY.1,
+            mfa2 = MFA_KEY2.0,
+            mfa2_secret = MFA_KEY2.1,
             plain = PLAIN_KEY.0,
             plain_secret = PLAIN_KEY.1,
             aws = AWS_MFA_KEY.0,
@@ -114,6 +125,13 @@ upstream = "http://{up}"
 
 [[route]]
 host = "s3.test"
+service = "s3"
+signatures = "aws"
+upstream = "http://{up}"
+
+# botocore's path-style endpoint (tests/interop/mfa_sdk.py).
+[[route]]
+host = "localhost"
 service = "s3"
 signatures = "aws"
 upstream = "http://{up}"
@@ -562,6 +580,47 @@ async fn akgate_sign_adds_and_signs_the_code() {
         "{:?}",
         req.headers
     );
+}
+
+/// The official SDKs, driven by tests/interop/mfa_sdk.py: tea-openapi V3 (the x-acs- header),
+/// tea-openapi RPC v1 (the parameter) and botocore (a header added before signing).
+#[tokio::test]
+async fn official_sdks_send_the_code_signed() {
+    let Some(python) = common::sdk_python() else {
+        return;
+    };
+    let w = world("15m").await;
+    let before = w.up.count();
+    let endpoint = w.gw.proxy.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/interop/mfa_sdk.py"
+            ))
+            .args(["--endpoint", &endpoint])
+            .env("AKGATE_IT_MFA_SEED", SEED_BASE32)
+            .env("AKGATE_IT_MFA_V3_ID", MFA_KEY.0)
+            .env("AKGATE_IT_MFA_V3_SECRET", MFA_KEY.1)
+            .env("AKGATE_IT_MFA_RPC_ID", MFA_KEY2.0)
+            .env("AKGATE_IT_MFA_RPC_SECRET", MFA_KEY2.1)
+            .env("AKGATE_IT_MFA_AWS_ID", AWS_MFA_KEY.0)
+            .env("AKGATE_IT_MFA_AWS_SECRET", AWS_MFA_KEY.1)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    capture_output(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("7 passed, 0 failed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The allowed calls arrived, the refused ones did not.
+    assert_eq!(w.up.count(), before + 4);
 }
 
 /// Raw HTTP/1.1 request text (`akgate sign --format http`) → a request to send.
