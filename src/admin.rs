@@ -1,4 +1,4 @@
-//! The admin listener: metrics, health, readiness and the state of the rules. Bound separately
+//! The admin listener: metrics, health, readiness, the state of the rules and the keys' usage. Bound separately
 //! from the public listener so none of it is reachable by API callers.
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -87,6 +87,12 @@ async fn route(
             }
         }
         (&Method::GET, "/rules") => rules_status(rules),
+        (&Method::GET, "/keys") => keys(rules, state, None),
+        (&Method::GET, path) if path.starts_with("/keys/") => {
+            let raw = &path["/keys/".len()..];
+            let id = crate::auth::encoding::percent_decode(raw.as_bytes(), false);
+            keys(rules, state, Some(&String::from_utf8_lossy(&id)))
+        }
         (&Method::POST, "/rules/reload") => {
             let store = rules.clone();
             let outcome = tokio::task::spawn_blocking(move || store.reload()).await;
@@ -122,5 +128,36 @@ fn rules_status(rules: &RulesStore) -> Response<Body> {
         "last_error_at": status.last_error_at.map(crate::time::format_iso8601_utc),
         "warnings": snap.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
     });
+    text(StatusCode::OK, "application/json", body.to_string())
+}
+
+/// `GET /keys` (every key of the snapshot) and `GET /keys/{id}`: last use and idleness, never a
+/// secret.
+fn keys(rules: &RulesStore, state: &State, id: Option<&str>) -> Response<Body> {
+    use crate::time::Clock;
+    let snap = rules.load();
+    let now = crate::time::SystemClock.now();
+    let since = state.usage.since();
+    let max = snap.settings.max_idle_days;
+    let body = match id {
+        None => {
+            let rows = crate::tools::keys::rows(&snap, |id| state.usage.get(id), Some(since), now);
+            crate::tools::keys::document(&rows, max, Some(since))
+        }
+        Some(id) => match snap.key(id) {
+            Some(key) => serde_json::json!(crate::tools::keys::row(
+                key,
+                state.usage.get(id).as_ref(),
+                Some(since),
+                max,
+                now,
+            )),
+            None => {
+                let body =
+                    serde_json::json!({ "error": "no such access key in the rules", "id": id });
+                return text(StatusCode::NOT_FOUND, "application/json", body.to_string());
+            }
+        },
+    };
     text(StatusCode::OK, "application/json", body.to_string())
 }

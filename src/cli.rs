@@ -37,6 +37,9 @@ pub enum Command {
     /// Show what a change to the rules changes: keys, allowlists, high-risk actions, routes,
     /// settings. Exit 0 when nothing changes, 1 when something does.
     Diff(crate::tools::diff::DiffArgs),
+    /// List every key with its last use and idle days (from a gateway's --state DIR), marking
+    /// keys refused as idle and keys that will be within 14 days.
+    Keys(crate::tools::keys::KeysArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -193,6 +196,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => return crate::tools::explain::run(args),
         Command::Sign(args) => return crate::tools::sign::run(args),
         Command::Diff(args) => return crate::tools::diff::run(args),
+        Command::Keys(args) => return crate::tools::keys::run(args),
         Command::Serve(_) | Command::Demo(_) => {}
     }
     let rt = match runtime() {
@@ -217,7 +221,11 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check(_) | Command::Explain(_) | Command::Sign(_) | Command::Diff(_) => {
+        Command::Check(_)
+        | Command::Explain(_)
+        | Command::Sign(_)
+        | Command::Diff(_)
+        | Command::Keys(_) => {
             unreachable!("handled above")
         }
     }

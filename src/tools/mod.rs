@@ -7,6 +7,7 @@
 pub mod check;
 pub mod diff;
 pub mod explain;
+pub mod keys;
 pub mod sign;
 
 /// A URL or origin-form target split into its raw parts, as the wire carries them.
