@@ -22,8 +22,9 @@ const MFA_KEY2: (&str, &str) = ("AKMFAKEY00000002", "mfa-second-secret-for-tests
 const PLAIN_KEY: (&str, &str) = ("AKMFAPLAIN000001", "mfa-plain-secret-for-tests-only");
 /// An AWS-style key with a second factor. Fake.
 const AWS_MFA_KEY: (&str, &str) = ("AKIAMFATEST000000001", "aws-mfa-secret/for+tests=only");
-/// `akgate-fake-totp-seed-01` in base32, as an authenticator app shows it (spaces included).
-const SEED_BASE32: &str = "MFVW OYLU MUWW MYLL MUWX I33U OAWX GZLF MQWT AMI=";
+/// `akgate-fake-totp-seed-01` in base32. The seed file holds it as authenticator apps show it, in
+/// groups of four.
+const SEED_BASE32: &str = "MFVWOYLUMUWWMYLLMUWXI33UOAWXGZLFMQWTAMI=";
 const SEED: &[u8] = b"akgate-fake-totp-seed-01";
 
 /// RFC 6238 with HMAC-SHA1, 30 s steps, 6 digits: the code of `step`.
@@ -60,7 +61,12 @@ fn wrong_code() -> String {
 }
 
 fn write_rules(dir: &Path, up: std::net::SocketAddr, trust_window: &str) {
-    std::fs::write(dir.join("mfa.seed"), format!("{SEED_BASE32}\n")).unwrap();
+    let grouped: Vec<String> = SEED_BASE32
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    std::fs::write(dir.join("mfa.seed"), format!("{}\n", grouped.join(" "))).unwrap();
     std::fs::write(
         dir.join("keys.toml"),
         format!(
@@ -169,12 +175,11 @@ async fn world(trust_window: &str) -> World {
     let up = upstream().await;
     let dir = tempfile::tempdir().unwrap();
     write_rules(dir.path(), up.addr, trust_window);
-    let seed_env = SEED_BASE32.replace(' ', "");
     let gw = Akgate::start_with_env(
         dir.path(),
         "127.0.0.1:0",
         &[],
-        &[("AKGATE_IT_TOTP_SEED", seed_env.as_str())],
+        &[("AKGATE_IT_TOTP_SEED", SEED_BASE32)],
     );
     World { gw, up, _dir: dir }
 }
