@@ -1,13 +1,24 @@
-//! Hot-path micro-benchmarks: ACS3 verification of a typical SDK request, allowlist lookup, nonce
-//! check-and-record and the whole decision. Run with `cargo bench`; medians are what matter on
-//! these noisy machines.
+//! Hot-path micro-benchmarks: ACS3, RPC v1 and SigV4 verification of typical SDK requests,
+//! allowlist lookup, nonce check-and-record and the whole decision. Run with `cargo bench`;
+//! medians are what matter on these noisy machines.
+//!
+//! With `HOT_PATH_LOOP=<name>:<count>` (names: acs3, rpc, sigv4, decide, nonce) the binary instead
+//! runs that one operation `count` times in a function named `hot_path::loop_<name>` and exits, for
+//! instruction counts that do not depend on the machine's load:
+//!
+//! ```sh
+//! HOT_PATH_LOOP=acs3:10000 valgrind --tool=callgrind --toggle-collect='hot_path::loop_*' \
+//!     target/release/deps/hot_path-<hash>
+//! ```
+//!
+//! and divide the `Collected` total by `count`.
 
 use akgate::auth::{self, RequestView};
 use akgate::decision::decide;
 use akgate::policy::NonceCache;
 use akgate::policy::allowlist::IpSet;
 use akgate::rules::{LoadOptions, Snapshot, load_dir};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
 use std::hint::black_box;
@@ -162,5 +173,249 @@ fn nonce(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, acs3, decision, allowlist, nonce);
-criterion_main!(benches);
+/// An RPC v1 (HMAC-SHA1) DescribeRegions call as aliyun-python-sdk-core sends it: every parameter
+/// in the query, GET /.
+fn rpc_request() -> (HeaderMap, String) {
+    let params = [
+        ("AccessKeyId", KEY_ID),
+        ("Action", "DescribeRegions"),
+        ("Format", "JSON"),
+        ("RegionId", "cn-hangzhou"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
+        ("SignatureVersion", "1.0"),
+        ("Timestamp", DATE),
+        ("Version", "2014-05-26"),
+    ];
+    let sig = auth::rpc1::sign("GET", &params, SECRET);
+    let mut query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", auth::encoding::percent_encode(v)))
+        .collect();
+    query.push(format!(
+        "Signature={}",
+        auth::encoding::percent_encode(&sig)
+    ));
+    let mut map = HeaderMap::new();
+    for (k, v) in [
+        ("accept-encoding", "identity"),
+        (
+            "user-agent",
+            "AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/2.13.3 python-requests/2.31.0",
+        ),
+        ("accept", "application/json"),
+    ] {
+        map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    (map, query.join("&"))
+}
+
+/// A SigV4 EC2 DescribeInstances query call as botocore sends it (form body, signed headers host,
+/// x-amz-date, x-amz-content-sha256, content-type).
+fn sigv4_request() -> (HeaderMap, &'static str) {
+    const BODY: &str = "Action=DescribeInstances&Version=2016-11-15&MaxResults=10";
+    let mut headers = vec![
+        (
+            "host".to_string(),
+            "ec2.us-east-1.amazonaws.com".to_string(),
+        ),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+    ];
+    auth::sigv4::sign_headers(
+        "POST",
+        "/",
+        "",
+        &mut headers,
+        BODY.as_bytes(),
+        KEY_ID,
+        SECRET.as_bytes(),
+        "us-east-1",
+        "ec2",
+        "20261122T144722Z",
+    );
+    headers.push((
+        "user-agent".to_string(),
+        "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#6.1 md/arch#x86_64 lang/python#3.11.7"
+            .to_string(),
+    ));
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        if k != "host" {
+            map.append(
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
+        }
+    }
+    (map, BODY)
+}
+
+fn rpc(c: &mut Criterion) {
+    let (headers, query) = rpc_request();
+    let snap = snapshot(0);
+    let key = snap.key(KEY_ID).unwrap();
+    let view = RequestView {
+        method: "GET",
+        path: "/",
+        query: &query,
+        host: Some("ecs.aliyuncs.com"),
+        headers: &headers,
+        body: b"",
+    };
+    c.bench_function("rpc_parse_and_verify_sdk_request", |b| {
+        b.iter(|| {
+            let parsed = auth::parse(black_box(&view)).unwrap();
+            parsed.verify(&view, key, None).unwrap();
+        })
+    });
+}
+
+fn sigv4_view<'a>(headers: &'a HeaderMap, body: &'a str) -> RequestView<'a> {
+    RequestView {
+        method: "POST",
+        path: "/",
+        query: "",
+        host: Some("ec2.us-east-1.amazonaws.com"),
+        headers,
+        body: body.as_bytes(),
+    }
+}
+
+fn sigv4(c: &mut Criterion) {
+    let (headers, body) = sigv4_request();
+    let snap = snapshot(0);
+    let key = snap.key(KEY_ID).unwrap();
+    let view = sigv4_view(&headers, body);
+    c.bench_function("sigv4_parse_and_verify_sdk_request", |b| {
+        b.iter(|| {
+            let parsed = auth::parse(black_box(&view)).unwrap();
+            parsed.verify(&view, key, None).unwrap();
+        })
+    });
+}
+
+/// `count` copies of the SDK request, each with its own nonce (and so its own signature), so the
+/// decisions in a loop all take the first-use path of the nonce cache.
+fn signed_sdk_requests(count: usize) -> Vec<HeaderMap> {
+    let (template, query) = sdk_request();
+    (0..count)
+        .map(|i| {
+            let mut headers: Vec<(String, String)> = template
+                .iter()
+                .filter(|(k, _)| *k != "authorization" && *k != "host")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .map(|(k, v)| {
+                    if k == "x-acs-signature-nonce" {
+                        (k, format!("{i:032x}"))
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            headers.push(("host".into(), "127.0.0.1:33749".into()));
+            auth::acs3::sign(
+                "POST",
+                "/",
+                query,
+                &mut headers,
+                b"",
+                KEY_ID,
+                SECRET.as_bytes(),
+            );
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                if k != "host" {
+                    map.append(
+                        HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+                        HeaderValue::from_str(&v).unwrap(),
+                    );
+                }
+            }
+            map
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn loop_acs3(view: &RequestView<'_>, key: &akgate::rules::AccessKey, count: usize) {
+    for _ in 0..count {
+        let parsed = auth::parse(black_box(view)).unwrap();
+        parsed.verify(view, key, None).unwrap();
+    }
+}
+
+#[inline(never)]
+fn loop_decide(snap: &Snapshot, requests: &[HeaderMap], query: &str, nonces: &NonceCache) {
+    let now = akgate::time::parse_iso8601_utc(DATE).unwrap();
+    for headers in requests {
+        let d = decide(
+            snap,
+            black_box(&view(headers, query)),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now,
+            nonces,
+        );
+        assert!(d.result.is_ok());
+    }
+}
+
+#[inline(never)]
+fn loop_nonce(cache: &NonceCache, nonces: &[String]) {
+    for n in nonces {
+        black_box(cache.check_and_record(KEY_ID, n, 0, 900));
+    }
+}
+
+/// The `HOT_PATH_LOOP` mode (see the top of this file).
+fn run_loop(spec: &str) {
+    let (name, count) = spec.split_once(':').expect("HOT_PATH_LOOP=<name>:<count>");
+    let count: usize = count.parse().expect("count");
+    let snap = snapshot(0);
+    let key = snap.key(KEY_ID).unwrap();
+    match name {
+        "acs3" => {
+            let (headers, query) = sdk_request();
+            loop_acs3(&view(&headers, query), key, count);
+        }
+        "rpc" => {
+            let (headers, query) = rpc_request();
+            let view = RequestView {
+                method: "GET",
+                path: "/",
+                query: &query,
+                host: Some("ecs.aliyuncs.com"),
+                headers: &headers,
+                body: b"",
+            };
+            loop_acs3(&view, key, count);
+        }
+        "sigv4" => {
+            let (headers, body) = sigv4_request();
+            loop_acs3(&sigv4_view(&headers, body), key, count);
+        }
+        "decide" => {
+            let (_, query) = sdk_request();
+            let requests = signed_sdk_requests(count);
+            loop_decide(&snap, &requests, query, &NonceCache::new());
+        }
+        "nonce" => {
+            let nonces: Vec<String> = (0..count).map(|n| format!("{n:032x}")).collect();
+            loop_nonce(&NonceCache::new(), &nonces);
+        }
+        other => panic!("unknown HOT_PATH_LOOP {other}"),
+    }
+}
+
+criterion_group!(benches, acs3, rpc, sigv4, decision, allowlist, nonce);
+
+fn main() {
+    if let Ok(spec) = std::env::var("HOT_PATH_LOOP") {
+        run_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -13,9 +13,11 @@ use std::borrow::Cow;
 
 use super::encoding::{
     Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into, hex_lower_into,
-    raw_pairs,
+    raw_pairs, sha256_hex,
 };
-use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete, single_header};
+use super::{
+    Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete, single_header,
+};
 use crate::error::Rejection;
 use crate::rules::{KeyMaterial, Secret};
 use crate::time::parse_iso8601_utc;
@@ -32,6 +34,9 @@ pub const REQUIRED_SIGNED_HEADERS: [&str; 6] = [
     "x-acs-signature-nonce",
     "x-acs-version",
 ];
+
+static X_ACS_CONTENT_SHA256: http::HeaderName =
+    http::HeaderName::from_static("x-acs-content-sha256");
 
 #[derive(Debug, Clone)]
 pub struct Acs3Credential<'a> {
@@ -100,42 +105,39 @@ pub fn parse<'a>(
         ));
     }
 
-    super::check_signed_headers(signed_headers)?;
-    let signs = |name: &str| super::signs(signed_headers, name);
+    let signed = SignedNames::parse(signed_headers)?;
     for required in REQUIRED_SIGNED_HEADERS {
-        if !signs(required) {
+        if !signed.contains(required) {
             return Err(Rejection::IncompleteSignature(Cow::Owned(format!(
                 "header {required} must be signed"
             ))));
         }
     }
-    // Any x-acs-* header the request carries is part of the API call (security token, resource
-    // group, MFA code…) and must be covered; so is the body's content type.
-    for name in req.headers.keys() {
+    // One pass over the headers does both jobs the verifier has for them: any x-acs-* header the
+    // request carries is part of the API call (security token, resource group, MFA code…) and
+    // must be covered, and so is the body's content type; and the values of the headers the
+    // verifier reads are picked up on the way, rather than looked up one by one afterwards.
+    let mut values = Values::default();
+    for (name, value) in req.headers {
         let n = name.as_str();
-        if (n.starts_with("x-acs-") || (n == "content-type" && !req.body.is_empty())) && !signs(n) {
-            return Err(Rejection::IncompleteSignature(Cow::Owned(format!(
-                "header {n} is present but not signed"
-            ))));
+        if let Some(rest) = n.strip_prefix("x-acs-") {
+            if !signed.contains(n) {
+                return Err(not_signed(n));
+            }
+            values.record(rest, value);
+        } else if n == "content-type" && !req.body.is_empty() && !signed.contains(n) {
+            return Err(not_signed(n));
         }
     }
     if req.host.is_none() {
         return Err(incomplete("the request has no Host"));
     }
-    let required = |name: &'static str| -> Result<&'a str, Rejection> {
-        match single_header(req.headers, name)? {
-            Some(v) if !v.trim().is_empty() => Ok(v.trim()),
-            _ => Err(Rejection::IncompleteSignature(Cow::Owned(format!(
-                "header {name} is missing"
-            )))),
-        }
-    };
-    let action = required("x-acs-action")?;
-    let timestamp = required("x-acs-date")?;
-    let nonce = required("x-acs-signature-nonce")?;
-    required("x-acs-version")?;
-    required("x-acs-content-sha256")?;
-    let security_token = single_header(req.headers, "x-acs-security-token")?;
+    let action = values.required(ACTION)?;
+    let timestamp = values.required(DATE)?;
+    let nonce = values.required(NONCE)?;
+    values.required(VERSION)?;
+    values.required(CONTENT_SHA256)?;
+    let security_token = values.single(SECURITY_TOKEN)?;
 
     Ok(ParsedAuth {
         scheme,
@@ -151,6 +153,77 @@ pub fn parse<'a>(
             signature_hex,
         }),
     })
+}
+
+fn not_signed(name: &str) -> Rejection {
+    Rejection::IncompleteSignature(Cow::Owned(format!(
+        "header {name} is present but not signed"
+    )))
+}
+
+/// The `x-acs-*` headers [`parse`] reads, by their name after `x-acs-`.
+const READ: [&str; 6] = [
+    "action",
+    "date",
+    "signature-nonce",
+    "version",
+    "content-sha256",
+    "security-token",
+];
+const ACTION: usize = 0;
+const DATE: usize = 1;
+const NONCE: usize = 2;
+const VERSION: usize = 3;
+const CONTENT_SHA256: usize = 4;
+const SECURITY_TOKEN: usize = 5;
+
+/// The values of the [`READ`] headers, gathered in one pass over the request's headers, with the
+/// same verdicts as [`single_header`] would give for each.
+#[derive(Default)]
+struct Values<'a> {
+    first: [Option<&'a http::HeaderValue>; READ.len()],
+    repeated: [bool; READ.len()],
+}
+
+impl<'a> Values<'a> {
+    fn record(&mut self, suffix: &str, value: &'a http::HeaderValue) {
+        if let Some(i) = READ.iter().position(|r| *r == suffix) {
+            if self.first[i].is_some() {
+                self.repeated[i] = true;
+            } else {
+                self.first[i] = Some(value);
+            }
+        }
+    }
+
+    fn single(&self, i: usize) -> Result<Option<&'a str>, Rejection> {
+        if self.repeated[i] {
+            return Err(Rejection::IncompleteSignature(Cow::Owned(format!(
+                "header x-acs-{} appears more than once",
+                READ[i]
+            ))));
+        }
+        self.first[i]
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    Rejection::IncompleteSignature(Cow::Owned(format!(
+                        "header x-acs-{} is not ASCII",
+                        READ[i]
+                    )))
+                })
+            })
+            .transpose()
+    }
+
+    fn required(&self, i: usize) -> Result<&'a str, Rejection> {
+        match self.single(i)? {
+            Some(v) if !v.trim().is_empty() => Ok(v.trim()),
+            _ => Err(Rejection::IncompleteSignature(Cow::Owned(format!(
+                "header x-acs-{} is missing",
+                READ[i]
+            )))),
+        }
+    }
 }
 
 #[inline]
@@ -220,31 +293,70 @@ fn write_canonical_query(query: &str, out: &mut impl Sink) {
 }
 
 fn write_canonical_headers(req: &RequestView<'_>, signed_headers: &str, out: &mut impl Sink) {
-    for name in signed_headers.split(';') {
-        out.put(name.as_bytes());
-        out.put(b":");
-        if name == "host" {
-            out.put(trim_ows(req.host.unwrap_or_default().as_bytes()));
+    let names = SignedNames::split_checked(signed_headers);
+    let Some(names) = names.as_slice() else {
+        for name in signed_headers.split(';') {
+            write_canonical_header(req, name, req.headers.get_all(name).iter(), out);
+        }
+        return;
+    };
+    // The values of every signed header, gathered in one pass over the request's headers rather
+    // than by a lookup per name (each of which parses and hashes the name). A name with several
+    // values is looked up again below; SDKs do not send such headers.
+    let mut first: [Option<&http::HeaderValue>; SignedNames::INLINE] = [None; SignedNames::INLINE];
+    let mut many = [false; SignedNames::INLINE];
+    for (name, value) in req.headers {
+        let n = name.as_str();
+        if let Some(i) = names
+            .iter()
+            .position(|s| s.len() == n.len() && s.as_bytes() == n.as_bytes())
+        {
+            if first[i].is_some() {
+                many[i] = true;
+            } else {
+                first[i] = Some(value);
+            }
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if many[i] {
+            write_canonical_header(req, name, req.headers.get_all(*name).iter(), out);
         } else {
-            let mut values = req.headers.get_all(name).iter();
-            match (values.next(), values.next()) {
-                (None, _) => {}
-                (Some(v), None) => out.put(trim_ows(v.as_bytes())),
-                (Some(a), Some(b)) => {
-                    let mut all: Vec<&[u8]> = vec![trim_ows(a.as_bytes()), trim_ows(b.as_bytes())];
-                    all.extend(values.map(|v| trim_ows(v.as_bytes())));
-                    all.sort_unstable();
-                    for (i, v) in all.iter().enumerate() {
-                        if i > 0 {
-                            out.put(b",");
-                        }
-                        out.put(v);
+            write_canonical_header(req, name, first[i].into_iter(), out);
+        }
+    }
+}
+
+/// One `name:value\n` line: `host` from the request's authority, several values trimmed, sorted
+/// and joined with `,`.
+fn write_canonical_header<'h>(
+    req: &RequestView<'_>,
+    name: &str,
+    mut values: impl Iterator<Item = &'h http::HeaderValue>,
+    out: &mut impl Sink,
+) {
+    out.put(name.as_bytes());
+    out.put(b":");
+    if name == "host" {
+        out.put(trim_ows(req.host.unwrap_or_default().as_bytes()));
+    } else {
+        match (values.next(), values.next()) {
+            (None, _) => {}
+            (Some(v), None) => out.put(trim_ows(v.as_bytes())),
+            (Some(a), Some(b)) => {
+                let mut all: Vec<&[u8]> = vec![trim_ows(a.as_bytes()), trim_ows(b.as_bytes())];
+                all.extend(values.map(|v| trim_ows(v.as_bytes())));
+                all.sort_unstable();
+                for (i, v) in all.iter().enumerate() {
+                    if i > 0 {
+                        out.put(b",");
                     }
+                    out.put(v);
                 }
             }
         }
-        out.put(b"\n");
     }
+    out.put(b"\n");
 }
 
 /// A string to sign: the algorithm name, a newline and a 64-hex-digit digest, on the stack.
@@ -292,13 +404,20 @@ fn string_to_sign<D: Digest + Sink + Default>(
 
 /// Lower-hex digest of the body with the algorithm's hash.
 fn payload_hash(scheme: Scheme, body: &[u8]) -> [u8; 64] {
-    let mut out = [0u8; 64];
     match scheme {
-        Scheme::Acs3HmacSm3 => hex_lower_into(&Sm3::digest(body), &mut out),
-        _ => hex_lower_into(&Sha256::digest(body), &mut out),
+        Scheme::Acs3HmacSm3 if body.is_empty() => EMPTY_SM3_HEX,
+        Scheme::Acs3HmacSm3 => {
+            let mut out = [0u8; 64];
+            hex_lower_into(&Sm3::digest(body), &mut out);
+            out
+        }
+        _ => sha256_hex(body),
     }
-    out
 }
+
+/// SM3 of the empty string, in lower-case hex (see [`sha256_hex`] for why).
+const EMPTY_SM3_HEX: [u8; 64] =
+    *b"1ab21d8355cfa17f8e61194831e81a8f22bec8c728fefb747ed035eb5082aa2b";
 
 fn mismatch(sts: &StringToSign) -> Rejection {
     Rejection::SignatureDoesNotMatch {
@@ -315,7 +434,7 @@ pub fn verify(
     transcript: Option<&mut Vec<u8>>,
 ) -> Result<(), Rejection> {
     let payload = payload_hash(scheme, req.body);
-    let claimed = single_header(req.headers, "x-acs-content-sha256")?.unwrap_or_default();
+    let claimed = single_header(req.headers, &X_ACS_CONTENT_SHA256)?.unwrap_or_default();
     if !claimed.trim().as_bytes().eq_ignore_ascii_case(&payload) {
         return Err(Rejection::ContentHashMismatch);
     }
@@ -417,6 +536,23 @@ mod tests {
         let mut out = Vec::new();
         write_canonical_query("b=2&a=x+y%2A&a.b=1&c", &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "a=x%20y%2A&a.b=1&b=2&c=");
+    }
+
+    #[test]
+    fn empty_body_hashes_are_the_hashes_of_nothing() {
+        let hex = |d: &[u8]| super::super::encoding::hex_lower(d).into_bytes();
+        assert_eq!(
+            payload_hash(Scheme::Acs3HmacSm3, b"").to_vec(),
+            hex(&Sm3::digest(b""))
+        );
+        assert_eq!(
+            payload_hash(Scheme::Acs3HmacSm3, b"x").to_vec(),
+            hex(&Sm3::digest(b"x"))
+        );
+        assert_eq!(
+            payload_hash(Scheme::Acs3HmacSha256, b"").to_vec(),
+            hex(&Sha256::digest(b""))
+        );
     }
 
     #[test]

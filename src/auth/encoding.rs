@@ -70,6 +70,22 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// SHA-256 of the empty string, in lower-case hex.
+pub const EMPTY_SHA256_HEX: [u8; 64] =
+    *b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Lower-case hex of the SHA-256 of `body`. Most API calls have no body, and their hash is a
+/// constant: that saves a hash state and a block on every such request.
+pub fn sha256_hex(body: &[u8]) -> [u8; 64] {
+    use sha2::{Digest, Sha256};
+    if body.is_empty() {
+        return EMPTY_SHA256_HEX;
+    }
+    let mut out = [0u8; 64];
+    hex_lower_into(&Sha256::digest(body), &mut out);
+    out
+}
+
 /// Decodes hex (either case) into `out`; false unless `s` is exactly `2 * out.len()` hex digits.
 pub fn hex_decode_into(s: &[u8], out: &mut [u8]) -> bool {
     if s.len() != out.len() * 2 {
@@ -334,6 +350,17 @@ mod tests {
                 (&b"c"[..], &b""[..]),
                 (&b"d"[..], &b"x=y"[..])
             ]
+        );
+    }
+
+    #[test]
+    fn empty_body_hash_is_the_hash_of_nothing() {
+        use sha2::{Digest, Sha256};
+        assert_eq!(hex_lower(&Sha256::digest(b"")).as_bytes(), EMPTY_SHA256_HEX);
+        assert_eq!(sha256_hex(b""), EMPTY_SHA256_HEX);
+        assert_eq!(
+            &sha256_hex(b"abc")[..],
+            hex_lower(&Sha256::digest(b"abc")).as_bytes()
         );
     }
 

@@ -183,7 +183,7 @@ pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     let auth = parse_scheme(req)?;
     // Whether a body is a form (and so may name the action) hangs on its one content type. With
     // two, the gateway would read the first and an upstream might read the other.
-    single_header(req.headers, "content-type")?;
+    single_header(req.headers, &http::header::CONTENT_TYPE)?;
     Ok(auth)
 }
 
@@ -284,47 +284,133 @@ pub(crate) fn signer_headers(headers: &[(String, String)]) -> (HeaderMap, Option
     (map, host, names.join(";"))
 }
 
-fn is_token_lower(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
-}
-
-/// A `SignedHeaders` list (V3 and SigV4): lower-case header names, `;`-separated, ascending,
-/// no repeats. Anything else is refused rather than normalised: the list is signed as written.
-pub(crate) fn check_signed_headers(signed_headers: &str) -> Result<(), Rejection> {
-    let mut previous = "";
-    for name in signed_headers.split(';') {
-        if !is_token_lower(name) {
-            return Err(incomplete(
-                "SignedHeaders must be lower-case header names separated by `;`",
-            ));
-        }
-        if name <= previous {
-            return Err(incomplete(
-                "SignedHeaders must be sorted and without repeats",
-            ));
-        }
-        previous = name;
+/// Bytes of an HTTP token (RFC 9110 `tchar`) that may appear in a lower-case header name.
+const TOKEN_LOWER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
     }
-    Ok(())
+    t
+};
+
+fn is_token_lower(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&b| TOKEN_LOWER[usize::from(b)])
 }
 
-/// Whether a validated `SignedHeaders` list names `name`.
-pub(crate) fn signs(signed_headers: &str, name: &str) -> bool {
-    signed_headers.split(';').any(|n| n == name)
+/// A `SignedHeaders` list (V3 and SigV4), validated and split once: lower-case header names,
+/// `;`-separated, ascending, no repeats. Anything else is refused rather than normalised: the list
+/// is signed as written.
+///
+/// Membership is asked a dozen times per request (required headers, every `x-acs-*`/`x-amz-*`
+/// header present), so the names are kept on the stack instead of splitting
+/// the list again for each question. Longer lists than [`SignedNames::INLINE`] (no SDK sends
+/// one) are answered by scanning the text.
+pub(crate) struct SignedNames<'a> {
+    raw: &'a str,
+    names: [&'a str; SignedNames::INLINE],
+    /// Names held in `names`, or `None` when the list is longer.
+    len: Option<usize>,
+}
+
+impl<'a> SignedNames<'a> {
+    pub(crate) const INLINE: usize = 24;
+
+    pub(crate) fn parse(raw: &'a str) -> Result<Self, Rejection> {
+        let mut names = [""; Self::INLINE];
+        let mut n = 0;
+        let mut previous: &[u8] = b"";
+        let mut start = 0;
+        for name in raw.as_bytes().split(|&b| b == b';') {
+            if !is_token_lower(name) {
+                return Err(incomplete(
+                    "SignedHeaders must be lower-case header names separated by `;`",
+                ));
+            }
+            if name <= previous {
+                return Err(incomplete(
+                    "SignedHeaders must be sorted and without repeats",
+                ));
+            }
+            previous = name;
+            if n < Self::INLINE {
+                // ASCII (checked above), so these are character boundaries.
+                names[n] = raw.get(start..start + name.len()).unwrap_or_default();
+            }
+            n += 1;
+            start += name.len() + 1;
+        }
+        Ok(SignedNames {
+            raw,
+            names,
+            len: (n <= Self::INLINE).then_some(n),
+        })
+    }
+
+    /// Splits a list [`SignedNames::parse`] has already accepted (so without checking it again).
+    pub(crate) fn split_checked(raw: &'a str) -> Self {
+        let mut names = [""; Self::INLINE];
+        let mut n = 0;
+        for name in raw.split(';') {
+            if n < Self::INLINE {
+                names[n] = name;
+            }
+            n += 1;
+        }
+        SignedNames {
+            raw,
+            names,
+            len: (n <= Self::INLINE).then_some(n),
+        }
+    }
+
+    /// The names, unless there are more than [`SignedNames::INLINE`].
+    pub(crate) fn as_slice(&self) -> Option<&[&'a str]> {
+        self.len.map(|n| &self.names[..n])
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        match self.len {
+            // A scan comparing lengths first: with a dozen names of mostly distinct lengths it
+            // compares bytes about once, where a binary search would compare them four times.
+            Some(n) => self.names[..n]
+                .iter()
+                .any(|s| s.len() == name.len() && s.as_bytes() == name.as_bytes()),
+            None => self.raw.split(';').any(|n| n == name),
+        }
+    }
 }
 
 pub(crate) fn incomplete(why: &'static str) -> Rejection {
     Rejection::IncompleteSignature(Cow::Borrowed(why))
 }
 
-/// The value of a header that must appear at most once, as text.
-pub(crate) fn single_header<'a>(
-    headers: &'a HeaderMap,
-    name: &str,
-) -> Result<Option<&'a str>, Rejection> {
+/// The value of a header that must appear at most once, as text. Known names are best passed as
+/// a `&HeaderName` (a static), which spares parsing the name on every request.
+pub(crate) fn single_header<K>(headers: &HeaderMap, name: K) -> Result<Option<&str>, Rejection>
+where
+    K: http::header::AsHeaderName + std::fmt::Display + Copy,
+{
     let mut values = headers.get_all(name).iter();
     let Some(v) = values.next() else {
         return Ok(None);

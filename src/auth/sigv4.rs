@@ -26,17 +26,22 @@ use std::sync::Arc;
 
 use super::encoding::{
     Sink, Tee, canonical, for_each_sorted, hex_decode_into, hex_lower_into, percent_decode,
-    percent_encode_into, raw_pairs,
+    percent_encode_into, raw_pairs, sha256_hex,
 };
 use super::{
-    Credential, ParsedAuth, RequestView, Scheme, Window, check_signed_headers, incomplete, signs,
-    single_header,
+    Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete, single_header,
 };
 use crate::error::Rejection;
 use crate::rules::{KeyMaterial, Secret};
 use crate::time::parse_amz_date;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+static X_AMZ_DATE: http::HeaderName = http::HeaderName::from_static("x-amz-date");
+static X_AMZ_SECURITY_TOKEN: http::HeaderName =
+    http::HeaderName::from_static("x-amz-security-token");
+static X_AMZ_CONTENT_SHA256: http::HeaderName =
+    http::HeaderName::from_static("x-amz-content-sha256");
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// The longest a presigned URL may stay valid: seven days.
 pub const MAX_EXPIRES: i64 = 604_800;
@@ -265,20 +270,20 @@ fn split_credential(credential: Cow<'_, str>) -> Result<(Cow<'_, str>, Cow<'_, s
 /// always does; presigned URLs are exempt from that (browsers add their own).
 fn check_coverage(
     req: &RequestView<'_>,
-    signed_headers: &str,
+    signed_headers: &SignedNames<'_>,
     presigned: bool,
 ) -> Result<(), Rejection> {
     if req.host.is_none() {
         return Err(incomplete("the request has no Host"));
     }
-    if !signs(signed_headers, "host") {
+    if !signed_headers.contains("host") {
         return Err(incomplete("header host must be signed"));
     }
     for name in req.headers.keys() {
         let n = name.as_str();
         let must =
             n.starts_with("x-amz-") || (!presigned && n == "content-type" && !req.body.is_empty());
-        if must && !signs(signed_headers, n) {
+        if must && !signed_headers.contains(n) {
             return Err(Rejection::IncompleteSignature(Cow::Owned(format!(
                 "header {n} is present but not signed"
             ))));
@@ -361,12 +366,12 @@ pub fn parse_header<'a>(
     }
     let (key_id, scope) = split_credential(Cow::Borrowed(credential))?;
     let signature = decode_signature(signature_hex)?;
-    check_signed_headers(signed_headers)?;
-    if !signs(signed_headers, "x-amz-date") {
+    let signed = SignedNames::parse(signed_headers)?;
+    if !signed.contains("x-amz-date") {
         return Err(incomplete("header x-amz-date must be signed"));
     }
-    check_coverage(req, signed_headers, false)?;
-    let amz_date = match single_header(req.headers, "x-amz-date")? {
+    check_coverage(req, &signed, false)?;
+    let amz_date = match single_header(req.headers, &X_AMZ_DATE)? {
         Some(d) if !d.trim().is_empty() => d.trim(),
         _ => {
             return Err(incomplete(
@@ -375,11 +380,11 @@ pub fn parse_header<'a>(
         }
     };
     check_date_matches_scope(amz_date, &scope)?;
-    let security_token = match single_header(req.headers, "x-amz-security-token")? {
+    let security_token = match single_header(req.headers, &X_AMZ_SECURITY_TOKEN)? {
         Some(t) => Some(Cow::Borrowed(t.trim())),
         None => None,
     };
-    let payload = declared_payload(single_header(req.headers, "x-amz-content-sha256")?)?;
+    let payload = declared_payload(single_header(req.headers, &X_AMZ_CONTENT_SHA256)?)?;
     let service = scope.split('/').nth(2).unwrap_or_default();
     let action = action_of(req, service)?;
 
@@ -455,8 +460,7 @@ pub fn parse_presigned<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Reje
             ));
         }
     };
-    check_signed_headers(&signed_headers)?;
-    check_coverage(req, &signed_headers, true)?;
+    check_coverage(req, &SignedNames::parse(&signed_headers)?, true)?;
     check_date_matches_scope(&amz_date, &scope)?;
     let security_token = match token {
         Some(t) => {
@@ -475,7 +479,7 @@ pub fn parse_presigned<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Reje
     let payload = if service == "s3" {
         Payload::Unsigned(UNSIGNED_PAYLOAD)
     } else {
-        declared_payload(single_header(req.headers, "x-amz-content-sha256")?)?
+        declared_payload(single_header(req.headers, &X_AMZ_CONTENT_SHA256)?)?
     };
     let action = action_of(req, service)?;
 
@@ -1222,18 +1226,20 @@ pub fn verify_with(
             "the signature algorithm does not match the AccessKey's kind",
         ));
     };
-    let mut body_hex = [0u8; 64];
+    let body_hex;
     let hashed_payload: &[u8] = match cred.payload {
         Payload::Declared(declared) => {
-            hex_lower_into(&Sha256::digest(req.body), &mut body_hex);
-            if !declared.as_bytes().eq_ignore_ascii_case(&body_hex) {
+            if !declared
+                .as_bytes()
+                .eq_ignore_ascii_case(&sha256_hex(req.body))
+            {
                 return Err(Rejection::ContentHashMismatch);
             }
             declared.as_bytes()
         }
         Payload::Unsigned(literal) => literal.as_bytes(),
         Payload::Body => {
-            hex_lower_into(&Sha256::digest(req.body), &mut body_hex);
+            body_hex = sha256_hex(req.body);
             &body_hex
         }
     };
