@@ -126,7 +126,7 @@ impl Gateway {
             // The brute-force guard answers first, before any of the body is read.
             if guard_on
                 && let Some(ip) = learned.source.ip()
-                && self.guard.is_blocked(ip, started)
+                && (self.guard.is_blocked(ip, started) || self.state.fleet_blocked(ip))
             {
                 return Err(Rejection::SourceThrottled);
             }
@@ -224,6 +224,13 @@ impl Gateway {
                 crate::metrics::request(decision, rejection.code(), scheme, elapsed);
                 if bruteforce::counts_as_auth_failure(&rejection) {
                     crate::metrics::auth_failure(rejection.code());
+                    if guard_on && let Some(ip) = learned.source.ip() {
+                        self.state.fleet_failure(
+                            ip,
+                            snap.settings.auth_failure_limit,
+                            snap.settings.auth_failure_cooldown,
+                        );
+                    }
                     if guard_on
                         && let Some(ip) = learned.source.ip()
                         && self.guard.record_failure(

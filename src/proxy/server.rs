@@ -22,8 +22,13 @@ use super::{Gateway, tls};
 use crate::policy::NonceCache;
 use crate::policy::bruteforce::AuthFailureGuard;
 use crate::rules::{LoadError, LoadOptions, RulesStore, store};
-use crate::state::State;
+use crate::state::fleet::FleetConfig;
+use crate::state::{State, StateSpec};
 use crate::time::{Clock, SystemClock};
+
+/// How often a `--state DIR` gets the usage table written (when it changed): the most usage a
+/// crash can lose.
+const USAGE_WRITE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -59,6 +64,8 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("cannot open the state: {0}")]
+    State(String),
 }
 
 /// A running gateway.
@@ -80,10 +87,21 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         tracing::warn!(warning = %w, "rule warning");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = Arc::new(State::in_memory(
-        NonceCache::with_capacity_limit(cfg.max_nonces),
-        clock.now(),
-    ));
+    let nonces = NonceCache::with_capacity_limit(cfg.max_nonces);
+    let state = Arc::new(match &cfg.state.spec {
+        StateSpec::Memory => State::in_memory(nonces, clock.now()),
+        StateSpec::Dir(dir) => State::in_dir(nonces, dir, clock.now(), USAGE_WRITE_EVERY)
+            .map_err(|e| StartError::State(e.to_string()))?,
+        StateSpec::Redis { addr } => {
+            tracing::info!(redis = %addr, fail = ?cfg.state.fail, "fleet state in Redis");
+            State::fleet(
+                nonces,
+                clock.now(),
+                FleetConfig::new(addr.clone(), cfg.state.timeout),
+                cfg.state.fail,
+            )
+        }
+    });
     let audit = crate::audit::AuditLog::open(&cfg.audit_log)?;
     let gateway = Arc::new(
         Gateway::new(rules.clone(), state.clone(), clock.clone())
@@ -121,7 +139,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     spawn_maintenance(state.clone(), gateway.guard.clone(), clock);
     crate::metrics::spawn_upkeep();
     crate::metrics::prime();
-    crate::metrics::state_up(state.healthy());
+    crate::metrics::state_up(state.store_up());
 
     let ready = Arc::new(AtomicBool::new(true));
     tokio::spawn(crate::admin::serve(
@@ -399,6 +417,12 @@ impl Running {
         }
         .await;
         self.gateway.audit.flush(Duration::from_secs(1));
+        if outcome != ShutdownOutcome::Forced {
+            // Bounded by the store's own timeout; what a forced exit skips is at most the
+            // last second of usage.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.gateway.state.shutdown()).await;
+        }
         outcome
     }
 

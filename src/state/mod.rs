@@ -7,7 +7,9 @@
 //! [`Claims`] batch, answered in one round trip, so fleet mode costs at most one round trip per
 //! request.
 
+pub mod fleet;
 pub mod mfa;
+pub mod persist;
 pub mod usage;
 
 use std::net::IpAddr;
@@ -218,14 +220,61 @@ impl StateView for State {
 pub struct State {
     pub local: Local,
     pub usage: Arc<UsageTable>,
+    /// Fleet mode: the claims go to Redis.
+    pub fleet: Option<Arc<fleet::Fleet>>,
+    pub fail: FailMode,
+    /// Embedded mode with a `--state DIR`: writes the usage table there.
+    persister: Option<persist::Persister>,
 }
 
 impl State {
     /// In-memory state; usage tracking starts now.
     pub fn in_memory(nonces: NonceCache, now: UnixSeconds) -> Self {
+        Self::with_usage(nonces, Arc::new(UsageTable::new(now)))
+    }
+
+    /// In-memory state around a usage table (loaded from a `--state DIR`, say).
+    pub fn with_usage(nonces: NonceCache, usage: Arc<UsageTable>) -> Self {
         State {
             local: Local::new(nonces),
-            usage: Arc::new(UsageTable::new(now)),
+            usage,
+            fleet: None,
+            fail: FailMode::Closed,
+            persister: None,
+        }
+    }
+
+    /// In-memory state with the usage table kept in `dir`, written every `every` when it
+    /// changed: a restart loses at most that much of it.
+    pub fn in_dir(
+        nonces: NonceCache,
+        dir: &std::path::Path,
+        now: UnixSeconds,
+        every: std::time::Duration,
+    ) -> Result<Self, persist::PersistError> {
+        let usage = persist::open(dir, now)?;
+        let persister = persist::spawn(usage.clone(), dir.to_path_buf(), every);
+        Ok(State {
+            persister: Some(persister),
+            ..Self::with_usage(nonces, usage)
+        })
+    }
+
+    /// Fleet mode: claims, usage and the brute-force guard shared through Redis. Must be called
+    /// inside a Tokio runtime.
+    pub fn fleet(
+        nonces: NonceCache,
+        now: UnixSeconds,
+        cfg: fleet::FleetConfig,
+        fail: FailMode,
+    ) -> Self {
+        let usage = Arc::new(UsageTable::new(now));
+        State {
+            local: Local::new(nonces),
+            fleet: Some(fleet::Fleet::start(cfg, usage.clone())),
+            usage,
+            fail,
+            persister: None,
         }
     }
 
@@ -233,9 +282,17 @@ impl State {
         &self.local.nonces
     }
 
-    /// Answers `claims`; at most one round trip to a shared store.
+    /// Answers `claims`; at most one round trip to a shared store. When the store cannot answer,
+    /// fail-open answers from this instance's memory, which still refuses a replay sent to it.
     pub async fn claim(&self, claims: &Claims<'_>) -> Result<Outcome, Unavailable> {
-        Ok(self.claim_local(claims))
+        let Some(fleet) = &self.fleet else {
+            return Ok(self.claim_local(claims));
+        };
+        match fleet.claim(claims).await {
+            Ok(outcome) => Ok(outcome),
+            Err(Unavailable) if self.fail == FailMode::Open => Ok(self.claim_local(claims)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Answers `claims` from this process's memory only (`explain`, tests, embedded mode).
@@ -249,8 +306,39 @@ impl State {
         self.usage.record(u);
     }
 
-    /// Whether the state can answer claims (readiness).
+    /// Whether requests can be served (readiness). A fail-open instance serves without its
+    /// store, so taking it out of rotation would only turn an outage of Redis into one of the
+    /// whole fleet.
     pub fn healthy(&self) -> bool {
-        true
+        self.store_up() || self.fail == FailMode::Open
+    }
+
+    /// Whether the shared store, if any, answers.
+    pub fn store_up(&self) -> bool {
+        self.fleet.as_ref().is_none_or(|f| f.healthy())
+    }
+
+    /// Whether `ip` is on a brute-force cool-down anywhere in the fleet (memory only).
+    pub fn fleet_blocked(&self, ip: IpAddr) -> bool {
+        self.fleet.as_ref().is_some_and(|f| f.is_blocked(ip))
+    }
+
+    /// Counts a failed authentication across the fleet; no-op without one.
+    pub fn fleet_failure(&self, ip: IpAddr, limit: u32, cooldown: std::time::Duration) {
+        if let Some(f) = &self.fleet {
+            f.record_failure(ip, limit, cooldown);
+        }
+    }
+
+    /// Shares or writes what is not shared or written yet, and stops the background tasks.
+    pub async fn shutdown(&self) {
+        if let Some(f) = &self.fleet {
+            f.shutdown().await;
+        }
+        if let Some(p) = &self.persister
+            && let Err(e) = p.flush()
+        {
+            tracing::warn!(error = %e, "cannot write the key usage at shutdown");
+        }
     }
 }
