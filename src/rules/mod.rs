@@ -270,10 +270,21 @@ impl ServiceRisk {
         if self.all {
             return true;
         }
-        let lower: Cow<'_, str> = if action.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(action.to_ascii_lowercase())
-        } else {
+        // Lower-cased on the stack: with a `[[critical]]` entry for a service, every request to
+        // it asks, and the request path allocates nothing for a typical decision.
+        let mut buf = [0u8; 128];
+        let lower: Cow<'_, str> = if !action.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Borrowed(action)
+        } else if let Some(b) = buf.get_mut(..action.len()) {
+            b.copy_from_slice(action.as_bytes());
+            b.make_ascii_lowercase();
+            // ASCII lower-casing keeps UTF-8 valid; the fallback is never taken.
+            match std::str::from_utf8(b) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => Cow::Owned(action.to_ascii_lowercase()),
+            }
+        } else {
+            Cow::Owned(action.to_ascii_lowercase())
         };
         self.actions.contains(lower.as_ref())
             || self.prefixes.iter().any(|p| lower.starts_with(p.as_str()))
@@ -417,5 +428,12 @@ mod tests {
         assert!(risk.is_high_risk("DeleteInstance"));
         assert!(risk.is_high_risk("deleteINSTANCE"));
         assert!(!risk.is_high_risk("DescribeInstances"));
+        let long = format!("DeleteInstance{}", "X".repeat(200));
+        let risk = ServiceRisk {
+            prefixes: vec!["deleteinstance".to_string()],
+            ..Default::default()
+        };
+        assert!(risk.is_high_risk(&long), "longer than the stack buffer");
+        assert!(risk.is_high_risk("DELETEINSTANCEX"));
     }
 }
