@@ -13,9 +13,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin akgate
+    && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin akgate
 COPY --from=builder /src/target/release/akgate /usr/local/bin/akgate
 COPY rules/ /etc/akgate/rules/
-USER akgate
+# Numeric, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes uses 10001).
+USER 10001
 EXPOSE 8080 9901
 ENTRYPOINT ["akgate", "serve", "--rules", "/etc/akgate/rules", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:9901"]

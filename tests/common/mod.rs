@@ -47,6 +47,9 @@ pub const OTHER_TEST_SECRETS: &[(&str, &str)] = &[
     ("interop.rs", "interopLeakedSecretFAKEforTestsOnly00001"),
     ("interop.rs", "interopStsSecretFAKEforTestsOnly00000001"),
     ("interop.rs", "interopExpiredSecretFAKEforTestsOnly0001"),
+    ("deploy.rs", "FAKE-example-secret-ci-deployer-not-real"),
+    ("deploy.rs", "FAKE-example-secret-ops-oncall-not-real"),
+    ("deploy.rs", "FAKE-EXAMPLE-TOTP-SEED-NOTREAL-AAAAAA"),
 ];
 
 /// Every AccessKey secret the test suite and the shipped demo configure, with a label naming
