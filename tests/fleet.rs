@@ -12,20 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use akgate::policy::replay::NonceOutcome;
+use akgate::state::fleet::{self, Fleet, FleetConfig};
 use akgate::state::usage::UsageTable;
 use akgate::state::{Claims, MfaClaim, MfaOutcome, NonceClaim, Use};
 use common::eventually;
-use fleet::{Fleet, FleetConfig};
-
-/// Until `src/state/mod.rs` declares `pub mod fleet`, the module is compiled into this test from
-/// its source; these imports stand for the crate paths it uses.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/state/fleet/mod.rs"]
-mod fleet;
-#[allow(unused_imports)]
-use akgate::state::{Outcome, Unavailable, usage};
-#[allow(unused_imports)]
-use akgate::{auth, metrics, policy};
 
 // ---------------------------------------------------------------------------------------------
 // A redis-server of our own.
@@ -485,4 +475,129 @@ async fn start_up_does_not_wait_for_redis() {
     assert!(healthy(&a).await);
     a.shutdown().await;
     assert!(!a.healthy());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two real gateways sharing one Redis.
+
+struct Gateways {
+    _dir: tempfile::TempDir,
+    _up: common::Upstream,
+    a: common::Akgate,
+    b: common::Akgate,
+}
+
+async fn two_gateways(redis: &Redis, a_extra: &[&str], b_extra: &[&str]) -> Gateways {
+    let up = common::upstream().await;
+    let slow = common::hanging_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_rules(dir.path(), up.addr, slow);
+    let url = format!("redis://{}", redis.addr());
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--state", url.as_str(), "--state-timeout", "2s"];
+        args.extend_from_slice(extra);
+        common::Akgate::start(dir.path(), "127.0.0.1:0", &args)
+    };
+    let a = start(a_extra);
+    let b = start(b_extra);
+    for gw in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                common::admin_get(gw.admin, "/readyz").await.status == 200
+            })
+            .await,
+            "not ready with Redis up: {}",
+            gw.stderr()
+        );
+    }
+    Gateways {
+        _dir: dir,
+        _up: up,
+        a,
+        b,
+    }
+}
+
+fn describe_regions(host: &str) -> common::Req {
+    common::signed(host, "DescribeRegions", "", common::ALICE, b"", 0)
+}
+
+async fn state_up(gw: &common::Akgate) -> Option<f64> {
+    let m = common::admin_get(gw.admin, "/metrics").await;
+    common::metric(&String::from_utf8_lossy(&m.body), "akgate_state_up", &[])
+}
+
+#[tokio::test]
+async fn a_request_replayed_to_another_gateway_is_refused_and_usage_is_shared() {
+    let Some(redis) = Redis::start() else { return };
+    let g = two_gateways(&redis, &[], &[]).await;
+    let host = g.a.proxy.to_string();
+    let req = describe_regions(&host);
+    let r = common::send(g.a.proxy, &req).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    common::send(g.b.proxy, &req)
+        .await
+        .assert_error(400, "SignatureNonceUsed");
+    assert_eq!(state_up(&g.a).await, Some(1.0));
+    // B's admin API shows the use A served.
+    let path = format!("/keys/{}", common::ALICE.0);
+    let seen = eventually(Duration::from_secs(10), || async {
+        let r = common::admin_get(g.b.admin, &path).await;
+        r.status == 200
+            && r.json()["requests"].as_u64() == Some(1)
+            && r.json()["last_used"].is_string()
+    })
+    .await;
+    assert!(
+        seen,
+        "B: {}",
+        String::from_utf8_lossy(&common::admin_get(g.b.admin, &path).await.body)
+    );
+}
+
+#[tokio::test]
+async fn redis_down_fail_closed_refuses_fail_open_serves_and_both_recover() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let g = two_gateways(&redis, &[], &["--state-fail", "open"]).await;
+    let (closed, open) = (&g.a, &g.b);
+    let host = closed.proxy.to_string();
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            common::admin_get(closed.admin, "/readyz").await.status == 503
+        })
+        .await,
+        "fail-closed gateway still ready with Redis down"
+    );
+    assert_eq!(state_up(closed).await, Some(0.0));
+    assert_eq!(state_up(open).await, Some(0.0));
+    common::send(closed.proxy, &describe_regions(&host))
+        .await
+        .assert_error(503, "ServiceUnavailable");
+    // Fail-open: served from this instance's memory, which still refuses a replay to itself.
+    assert_eq!(common::admin_get(open.admin, "/readyz").await.status, 200);
+    let req = describe_regions(&host);
+    let r = common::send(open.proxy, &req).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    common::send(open.proxy, &req)
+        .await
+        .assert_error(400, "SignatureNonceUsed");
+
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            common::admin_get(closed.admin, "/readyz").await.status == 200
+        })
+        .await,
+        "fail-closed gateway did not recover: {}",
+        closed.stderr()
+    );
+    assert_eq!(state_up(closed).await, Some(1.0));
+    let req = describe_regions(&host);
+    assert_eq!(common::send(closed.proxy, &req).await.status, 200);
+    common::send(open.proxy, &req)
+        .await
+        .assert_error(400, "SignatureNonceUsed");
 }

@@ -501,7 +501,10 @@ impl Fleet {
                     let mut buf = Vec::new();
                     resp::encode(&mut buf, &[b"PING"]);
                     match conn.call(buf, 1, within).await {
-                        Ok(v) if matches!(v.first(), Some(Value::Simple(_))) => {}
+                        Ok(v) if matches!(v.first(), Some(Value::Simple(_))) => {
+                            // Re-asserted: a start-up report of the gauge may race the connect.
+                            crate::metrics::state_up(true);
+                        }
                         Ok(_) => return "unexpected PING reply",
                         Err(ConnError::Timeout) => return "PING timed out",
                         Err(_) => return "connection closed",
