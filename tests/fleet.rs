@@ -488,10 +488,24 @@ struct Gateways {
 }
 
 async fn two_gateways(redis: &Redis, a_extra: &[&str], b_extra: &[&str]) -> Gateways {
+    two_gateways_with(redis, "", a_extra, b_extra).await
+}
+
+/// `settings` is appended to the harness's `[settings]`.
+async fn two_gateways_with(
+    redis: &Redis,
+    settings: &str,
+    a_extra: &[&str],
+    b_extra: &[&str],
+) -> Gateways {
     let up = common::upstream().await;
     let slow = common::hanging_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     common::write_rules(dir.path(), up.addr, slow);
+    let path = dir.path().join("settings.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(settings);
+    std::fs::write(&path, text).unwrap();
     let url = format!("redis://{}", redis.addr());
     let start = |extra: &[&str]| {
         let mut args = vec!["--state", url.as_str(), "--state-timeout", "2s"];
@@ -600,4 +614,56 @@ async fn redis_down_fail_closed_refuses_fail_open_serves_and_both_recover() {
     common::send(open.proxy, &req)
         .await
         .assert_error(400, "SignatureNonceUsed");
+}
+
+#[tokio::test]
+async fn failures_spread_over_two_gateways_throttle_the_source_on_both() {
+    let Some(redis) = Redis::start() else { return };
+    let g = two_gateways_with(
+        &redis,
+        "auth_failure_limit = 4\nauth_failure_cooldown = \"1m\"\n",
+        &[],
+        &[],
+    )
+    .await;
+    let host = g.a.proxy.to_string();
+    let attacker: Option<IpAddr> = Some("127.0.0.2".parse().unwrap());
+    let bystander: Option<IpAddr> = Some("127.0.0.3".parse().unwrap());
+    let guess = || {
+        common::signed(
+            &host,
+            "DescribeRegions",
+            "",
+            ("AKNOSUCHKEY00001", "guess"),
+            b"",
+            0,
+        )
+    };
+    // An unsigned request is not a counted failure: it shows whether the source is throttled.
+    let unsigned = common::Req {
+        method: "GET".into(),
+        path_and_query: "/?Action=DescribeRegions".into(),
+        headers: vec![("host".into(), host.clone())],
+        body: vec![],
+    };
+    // Two failures on each gateway: under each one's own limit, at the fleet's.
+    for gw in [&g.a, &g.b, &g.a, &g.b] {
+        let r = common::send_from(gw.proxy, attacker, &guess()).await;
+        assert_eq!(r.code(), "InvalidAccessKeyId.NotFound");
+    }
+    for gw in [&g.a, &g.b] {
+        let throttled = eventually(Duration::from_secs(10), || async {
+            common::send_from(gw.proxy, attacker, &unsigned)
+                .await
+                .status
+                == 429
+        })
+        .await;
+        assert!(throttled, "the fleet's count did not throttle the source");
+        common::send_from(gw.proxy, attacker, &describe_regions(&host))
+            .await
+            .assert_error(429, "Throttling.AuthFailure");
+        let r = common::send_from(gw.proxy, bystander, &unsigned).await;
+        assert_ne!(r.status, 429, "another source is throttled too");
+    }
 }
