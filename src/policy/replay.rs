@@ -6,13 +6,15 @@
 //! outside the rule snapshot so a reload does not forget which nonces were seen.
 
 use dashmap::DashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::time::UnixSeconds;
 
 pub struct NonceCache {
-    seen: DashMap<u128, UnixSeconds>,
+    /// Fingerprint → expiry. Sharded finely (see [`shards_for`]) so the eviction sweep, which
+    /// write-locks one shard at a time, never holds a lock over more than a few thousand entries.
+    seen: DashMap<u128, UnixSeconds, BuildHasherDefault<FingerprintHasher>>,
     /// Entries, kept beside the map because `DashMap::len` locks every shard.
     entries: AtomicUsize,
     /// Past this many unexpired entries a fresh nonce is refused (fail closed) rather than
@@ -25,6 +27,39 @@ pub struct NonceCache {
 /// The default bound: about 40 bytes an entry, so at most a few hundred MB. Size it as
 /// requests per second × the nonce lifetime (up to twice `clock_skew`).
 pub const DEFAULT_MAX_NONCES: usize = 8_000_000;
+
+/// Entries per shard the sweep may hold a write lock over, at the cache's bound: a few thousand
+/// entries take tens of microseconds to sweep, so a request that lands on the shard being swept
+/// waits at most that long (one lock over an eighth of a million entries stalled for milliseconds).
+const ENTRIES_PER_SHARD: usize = 4096;
+
+/// Shards for a cache bounded at `max_entries`: a power of two (as `DashMap` requires), at least 4
+/// and at most 4096 (`DashMap` pads each shard to a cache line pair: 4096 shards are 512 KB).
+fn shards_for(max_entries: usize) -> usize {
+    (max_entries / ENTRIES_PER_SHARD)
+        .clamp(4, 4096)
+        .next_power_of_two()
+}
+
+/// Hashes a fingerprint for the map by folding it: it is already the output of a keyed hash, so
+/// hashing it again (the map's default, SipHash) would only cost time.
+#[derive(Default, Clone, Copy)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by `u128`'s `Hash`; this fold keeps any other input usable.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 impl Default for NonceCache {
     fn default() -> Self {
@@ -48,7 +83,10 @@ impl NonceCache {
 
     pub fn with_capacity_limit(max_entries: usize) -> Self {
         NonceCache {
-            seen: DashMap::new(),
+            seen: DashMap::with_hasher_and_shard_amount(
+                BuildHasherDefault::default(),
+                shards_for(max_entries),
+            ),
             entries: AtomicUsize::new(0),
             max_entries,
             k1: RandomState::new(),
@@ -100,7 +138,9 @@ impl NonceCache {
         }
     }
 
-    /// Drops every entry that expired at or before `now`.
+    /// Drops every entry that expired at or before `now`. Shard by shard: each shard is
+    /// write-locked only while its own (few thousand) entries are swept, so requests are never
+    /// held up by a sweep of the whole cache.
     pub fn evict_expired(&self, now: UnixSeconds) {
         self.seen.retain(|_, exp| {
             let keep = *exp > now;
@@ -163,6 +203,25 @@ mod tests {
         assert_eq!(c.len(), 5_000);
         c.evict_expired(11);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_finely_sharded_cache_forgets_only_what_expired() {
+        let c = NonceCache::new();
+        assert!(shards_for(DEFAULT_MAX_NONCES) >= 1024);
+        for i in 0..20_000 {
+            c.check_and_record("k", &i.to_string(), 0, 10 + (i % 3));
+        }
+        c.evict_expired(11);
+        assert_eq!(c.len(), (0..20_000).filter(|i| i % 3 == 2).count());
+        for i in 0..20_000 {
+            let want = if i % 3 == 2 {
+                NonceOutcome::Replayed
+            } else {
+                NonceOutcome::Fresh
+            };
+            assert_eq!(c.check_and_record("k", &i.to_string(), 11, 20), want, "{i}");
+        }
     }
 
     #[test]
