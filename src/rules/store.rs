@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{LoadError, LoadOptions, Snapshot, load_dir};
+use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
 /// What one reload did.
@@ -95,9 +95,7 @@ impl RulesStore {
                 snap.generation = current.generation + 1;
                 snap.loaded_at = now;
                 let generation = snap.generation;
-                for w in &snap.warnings {
-                    tracing::warn!(warning = %w, "rule warning");
-                }
+                log_warnings(&snap.warnings);
                 crate::metrics::rules_loaded(&snap, "success", now);
                 self.current.store(Arc::new(snap));
                 status.last_error = None;
@@ -107,6 +105,60 @@ impl RulesStore {
             }
         }
     }
+}
+
+/// Warnings of one kind past this many are summarised in one line.
+const WARNINGS_SHOWN: usize = 3;
+
+/// Logs a rule set's warnings, one `WARN` line each, except that a kind of warning repeated more
+/// than [`WARNINGS_SHOWN`] times (100k keys with inline secrets) becomes one line with its count
+/// and its first few instances: a reload must not flood the log, nor bury a rarer warning (a rule
+/// that refuses everything) among a hundred thousand alike.
+pub fn log_warnings(warnings: &[Problem]) {
+    for line in warning_lines(warnings) {
+        tracing::warn!(warning = %line, "rule warning");
+    }
+}
+
+/// The lines [`log_warnings`] writes. Warnings are of one kind when their messages agree outside
+/// their `quoted` parts (key ids, names).
+fn warning_lines(warnings: &[Problem]) -> Vec<String> {
+    let kind = |message: &str| -> String {
+        message
+            .split('`')
+            .enumerate()
+            .map(|(i, part)| if i % 2 == 1 { "`…`" } else { part })
+            .collect()
+    };
+    let mut kinds: Vec<(String, Vec<&Problem>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for w in warnings {
+        let k = kind(&w.message);
+        match index.get(&k) {
+            Some(&i) => kinds[i].1.push(w),
+            None => {
+                index.insert(k.clone(), kinds.len());
+                kinds.push((k, vec![w]));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for (kind, all) in kinds {
+        if all.len() <= WARNINGS_SHOWN {
+            lines.extend(all.iter().map(|w| w.to_string()));
+        } else {
+            let first: Vec<String> = all[..WARNINGS_SHOWN]
+                .iter()
+                .map(|w| w.to_string())
+                .collect();
+            lines.push(format!(
+                "{} warnings: {kind}; the first {WARNINGS_SHOWN}: {}",
+                all.len(),
+                first.join(" | ")
+            ));
+        }
+    }
+    lines
 }
 
 /// After a watcher-triggered reload fails (a file caught half-written, a file deleted and not yet
@@ -225,5 +277,50 @@ fn reload_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(line: usize, message: String) -> Problem {
+        Problem {
+            file: "keys.toml".into(),
+            line,
+            col: 1,
+            message,
+        }
+    }
+
+    #[test]
+    fn many_warnings_of_a_kind_become_one_line_and_rarer_ones_stay_visible() {
+        let mut warnings: Vec<Problem> = (0..100_000)
+            .map(|i| {
+                problem(
+                    i + 1,
+                    format!("access key `LTAI{i}` has an inline secret; prefer secret_env"),
+                )
+            })
+            .collect();
+        warnings.insert(5, problem(7, "this rule refuses every request".into()));
+        warnings.push(problem(9, "account `a` has no key".into()));
+        let lines = warning_lines(&warnings);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("100000 warnings: access key `…` has an inline secret"));
+        assert!(lines[0].contains("keys.toml:1:1: access key `LTAI0`"));
+        assert!(lines[0].contains("`LTAI2`") && !lines[0].contains("`LTAI3`"));
+        assert_eq!(lines[1], "keys.toml:7:1: this rule refuses every request");
+        assert_eq!(lines[2], "keys.toml:9:1: account `a` has no key");
+    }
+
+    #[test]
+    fn a_few_warnings_are_logged_as_they_are() {
+        let warnings: Vec<Problem> = (0..WARNINGS_SHOWN)
+            .map(|i| problem(i, format!("access key `k{i}` has an inline secret")))
+            .collect();
+        let lines = warning_lines(&warnings);
+        let want: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(lines, want);
     }
 }
