@@ -81,6 +81,9 @@ enum Command {
         /// The target verifies signatures (otherwise only the good request is checked).
         #[arg(long)]
         expect_auth: bool,
+        /// Another gateway of the same fleet: the good request replayed to it must be refused.
+        #[arg(long)]
+        replay_to: Option<SocketAddr>,
     },
     /// Wait until akgate has no reload left to do: a forced reload answers `unchanged`.
     Settle {
@@ -185,7 +188,8 @@ fn main() -> Result<(), BoxError> {
             target,
             keys,
             expect_auth,
-        } => runtime(1)?.block_on(probe(target, keys, expect_auth)),
+            replay_to,
+        } => runtime(1)?.block_on(probe(target, keys, expect_auth, replay_to)),
         Command::Settle { admin, timeout } => settle(admin, Duration::from_secs(timeout)),
         Command::Report { file, baseline } => report(&file, &baseline),
     }
@@ -756,7 +760,12 @@ fn settle(admin: SocketAddr, timeout: Duration) -> Result<(), BoxError> {
 // ---------------------------------------------------------------------------------------------
 // Probe
 
-async fn probe(target: SocketAddr, keys: u64, expect_auth: bool) -> Result<(), BoxError> {
+async fn probe(
+    target: SocketAddr,
+    keys: u64,
+    expect_auth: bool,
+    replay_to: Option<SocketAddr>,
+) -> Result<(), BoxError> {
     let mut sender = connect(target).await?;
     let mut signer = Signer::new(keys, Arc::new(AtomicU64::new(0)));
     let mut failures = 0;
@@ -804,6 +813,16 @@ async fn probe(target: SocketAddr, keys: u64, expect_auth: bool) -> Result<(), B
 
     let answer = send_for_body(&mut sender, to_request(&good, support::QUERY)).await?;
     check("replay of the first request (same nonce)", answer, refused);
+
+    if let Some(other) = replay_to {
+        let mut sender = connect(other).await?;
+        let answer = send_for_body(&mut sender, to_request(&good, support::QUERY)).await?;
+        check(
+            &format!("replay of the first request to {other} (same fleet)"),
+            answer,
+            |s| (400..500).contains(&s),
+        );
+    }
 
     if failures > 0 {
         return Err(format!("{failures} probe checks failed against {target}").into());
