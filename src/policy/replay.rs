@@ -13,7 +13,7 @@ use crate::time::UnixSeconds;
 
 pub struct NonceCache {
     /// Fingerprint → expiry. Sharded finely (see [`shards_for`]) so the eviction sweep, which
-    /// write-locks one shard at a time, never holds a lock over more than a few thousand entries.
+    /// write-locks one shard at a time, holds each lock briefly.
     seen: DashMap<u128, UnixSeconds, BuildHasherDefault<FingerprintHasher>>,
     /// Entries, kept beside the map because `DashMap::len` locks every shard.
     entries: AtomicUsize,
@@ -28,16 +28,19 @@ pub struct NonceCache {
 /// requests per second × the nonce lifetime (up to twice `clock_skew`).
 pub const DEFAULT_MAX_NONCES: usize = 8_000_000;
 
-/// Entries per shard the sweep may hold a write lock over, at the cache's bound: a few thousand
-/// entries take tens of microseconds to sweep, so a request that lands on the shard being swept
-/// waits at most that long (one lock over an eighth of a million entries stalled for milliseconds).
-const ENTRIES_PER_SHARD: usize = 4096;
+/// Entries per shard at the cache's bound. The sweep write-locks one shard at a time, so a request
+/// landing on the shard being swept waits for at most one shard's sweep: at a million live nonces
+/// that is some 4k entries, tens of microseconds (with `DashMap`'s default of 4 × cores shards it
+/// was an eighth of a million entries, milliseconds).
+const ENTRIES_PER_SHARD: usize = 32 * 1024;
 
-/// Shards for a cache bounded at `max_entries`: a power of two (as `DashMap` requires), at least 4
-/// and at most 4096 (`DashMap` pads each shard to a cache line pair: 4096 shards are 512 KB).
+/// Shards for a cache bounded at `max_entries`: a power of two (as `DashMap` requires), from 4 to
+/// 256 (256 for [`DEFAULT_MAX_NONCES`]). Not more: each shard is a cache-padded lock and a table
+/// that grows separately, and a gateway warms every one of them up before its nonces stop
+/// allocating.
 fn shards_for(max_entries: usize) -> usize {
     (max_entries / ENTRIES_PER_SHARD)
-        .clamp(4, 4096)
+        .clamp(4, 256)
         .next_power_of_two()
 }
 
@@ -139,8 +142,8 @@ impl NonceCache {
     }
 
     /// Drops every entry that expired at or before `now`. Shard by shard: each shard is
-    /// write-locked only while its own (few thousand) entries are swept, so requests are never
-    /// held up by a sweep of the whole cache.
+    /// write-locked only while its own entries (1/256 of the cache by default) are swept, so
+    /// requests are never held up by a sweep of the whole cache.
     pub fn evict_expired(&self, now: UnixSeconds) {
         self.seen.retain(|_, exp| {
             let keep = *exp > now;
@@ -208,7 +211,8 @@ mod tests {
     #[test]
     fn a_finely_sharded_cache_forgets_only_what_expired() {
         let c = NonceCache::new();
-        assert!(shards_for(DEFAULT_MAX_NONCES) >= 1024);
+        assert_eq!(shards_for(DEFAULT_MAX_NONCES), 256);
+        assert_eq!(shards_for(100), 4);
         for i in 0..20_000 {
             c.check_and_record("k", &i.to_string(), 0, 10 + (i % 3));
         }
