@@ -12,8 +12,8 @@ use sm3::Sm3;
 use std::borrow::Cow;
 
 use super::encoding::{
-    Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into, hex_lower_into,
-    raw_pairs, sha256_hex,
+    Buffered, Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into,
+    hex_lower_into, raw_pairs, sha256_hex,
 };
 use super::{
     Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete, single_header,
@@ -389,7 +389,11 @@ fn string_to_sign<D: Digest + Sink + Default>(
             hashed_payload,
             &mut Tee(&mut hasher, t),
         ),
-        None => write_canonical_request(req, signed_headers, hashed_payload, &mut hasher),
+        None => {
+            let mut buffered = Buffered::new(&mut hasher);
+            write_canonical_request(req, signed_headers, hashed_payload, &mut buffered);
+            buffered.finish();
+        }
     }
     let digest = hasher.finalize();
     let mut sts = StringToSign {

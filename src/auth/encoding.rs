@@ -26,6 +26,55 @@ impl<M: hmac::Mac> Sink for MacSink<M> {
     }
 }
 
+/// Gathers many small writes (a canonical request is some sixty pieces, most a few bytes) into
+/// a few large ones: a hash state's `update` does bookkeeping per call that dwarfs copying a few
+/// bytes. Call [`Buffered::finish`] before reading the inner sink.
+pub struct Buffered<'s, S: Sink> {
+    inner: &'s mut S,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'s, S: Sink> Buffered<'s, S> {
+    pub fn new(inner: &'s mut S) -> Self {
+        Buffered {
+            inner,
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// Passes on what is still buffered.
+    pub fn finish(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.inner.put(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl<S: Sink> Sink for Buffered<'_, S> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        self.flush();
+        if bytes.len() >= self.buf.len() {
+            self.inner.put(bytes);
+        } else {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        }
+    }
+}
+
 /// Writes to two sinks at once (hash and transcript).
 pub struct Tee<'a, A: Sink, B: Sink>(pub &'a mut A, pub &'a mut B);
 
@@ -362,6 +411,20 @@ mod tests {
             &sha256_hex(b"abc")[..],
             hex_lower(&Sha256::digest(b"abc")).as_bytes()
         );
+    }
+
+    #[test]
+    fn buffered_writes_arrive_whole_and_in_order() {
+        let mut want = Vec::new();
+        let mut got = Vec::new();
+        let mut b = Buffered::new(&mut got);
+        for i in 0..200usize {
+            let piece: Vec<u8> = (0..(i * 7) % 300).map(|j| (i + j) as u8).collect();
+            want.extend_from_slice(&piece);
+            b.put(&piece);
+        }
+        b.finish();
+        assert_eq!(got, want);
     }
 
     #[test]

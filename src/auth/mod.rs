@@ -231,7 +231,7 @@ pub fn check_action_consistency(
     }
     let want = auth.action.as_bytes();
     let conflict = || incomplete("the action is named more than once, differently");
-    for v in req.headers.get_all("x-acs-action") {
+    for v in req.headers.get_all(&X_ACS_ACTION) {
         if v.as_bytes().trim_ascii() != want {
             return Err(conflict());
         }
@@ -245,11 +245,7 @@ pub fn check_action_consistency(
     if !agrees(req.query) {
         return Err(conflict());
     }
-    let form = req.content_type().is_some_and(|ct| {
-        ct.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/x-www-form-urlencoded")
-    });
+    let form = req.content_type().is_some_and(is_form_content_type);
     if form && !req.body.is_empty() {
         let body =
             std::str::from_utf8(req.body).map_err(|_| incomplete("form body is not UTF-8"))?;
@@ -258,6 +254,18 @@ pub fn check_action_consistency(
         }
     }
     Ok(())
+}
+
+static X_ACS_ACTION: http::HeaderName = http::HeaderName::from_static("x-acs-action");
+
+/// Whether a `Content-Type` value names a form (`application/x-www-form-urlencoded`, any case,
+/// any parameters).
+pub(crate) fn is_form_content_type(ct: &str) -> bool {
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+    ct.trim_start()
+        .as_bytes()
+        .get(..FORM.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(FORM))
 }
 
 /// A signer's header list in the form the verifiers read: the `HeaderMap` (without `host`), the
@@ -371,11 +379,14 @@ impl<'a> SignedNames<'a> {
     pub(crate) fn split_checked(raw: &'a str) -> Self {
         let mut names = [""; Self::INLINE];
         let mut n = 0;
-        for name in raw.split(';') {
+        let mut start = 0;
+        for name in raw.as_bytes().split(|&b| b == b';') {
             if n < Self::INLINE {
-                names[n] = name;
+                // Split at ASCII `;`, so these are character boundaries.
+                names[n] = raw.get(start..start + name.len()).unwrap_or_default();
             }
             n += 1;
+            start += name.len() + 1;
         }
         SignedNames {
             raw,
@@ -423,4 +434,40 @@ where
     v.to_str().map(Some).map_err(|_| {
         Rejection::IncompleteSignature(Cow::Owned(format!("header {name} is not ASCII")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_content_types() {
+        assert!(is_form_content_type("application/x-www-form-urlencoded"));
+        assert!(is_form_content_type(
+            " Application/X-WWW-Form-Urlencoded; charset=utf-8"
+        ));
+        assert!(!is_form_content_type("application/json"));
+        assert!(!is_form_content_type("application/x-www-form"));
+        assert!(!is_form_content_type(""));
+    }
+
+    #[test]
+    fn signed_names_split_and_answer_alike_short_and_long() {
+        let short = "host;x-acs-action;x-acs-date";
+        let s = SignedNames::parse(short).unwrap();
+        assert_eq!(
+            s.as_slice().unwrap(),
+            &["host", "x-acs-action", "x-acs-date"][..]
+        );
+        assert!(s.contains("x-acs-date") && !s.contains("x-acs") && !s.contains("date"));
+        let long: Vec<String> = (0..40).map(|i| format!("x-h{i:02}")).collect();
+        let long = long.join(";");
+        let l = SignedNames::parse(&long).unwrap();
+        assert!(l.as_slice().is_none());
+        assert!(l.contains("x-h00") && l.contains("x-h39") && !l.contains("x-h40"));
+        assert!(SignedNames::parse("b;a").is_err());
+        assert!(SignedNames::parse("a;a").is_err());
+        assert!(SignedNames::parse("a;;b").is_err());
+        assert!(SignedNames::parse("Host").is_err());
+    }
 }

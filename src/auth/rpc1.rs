@@ -10,7 +10,7 @@ use base64::Engine;
 use hmac::Mac;
 use std::borrow::Cow;
 
-use super::encoding::{MacSink, Sink, percent_decode, percent_encode_into, raw_pairs};
+use super::encoding::{Buffered, MacSink, Sink, is_unreserved, percent_decode, raw_pairs};
 use super::{Credential, ParsedAuth, RequestView, Scheme, Window, incomplete};
 use crate::error::Rejection;
 use crate::rules::KeyMaterial;
@@ -32,11 +32,7 @@ pub fn looks_signed(req: &RequestView<'_>) -> bool {
 }
 
 fn is_form(req: &RequestView<'_>) -> bool {
-    req.content_type().is_some_and(|ct| {
-        ct.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/x-www-form-urlencoded")
-    })
+    req.content_type().is_some_and(super::is_form_content_type)
 }
 
 fn text<'a>(v: &Cow<'a, [u8]>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
@@ -57,9 +53,12 @@ pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
         // unverified.
         return Err(incomplete("RPC v1 requests must be sent to the path /"));
     }
-    let mut params: Vec<Param<'a>> = raw_pairs(req.query)
-        .map(|(k, v)| (percent_decode(k, true), percent_decode(v, true)))
-        .collect();
+    // Sized for the query's parameters at once (an SDK sends a dozen), not grown to them.
+    let mut params: Vec<Param<'a>> =
+        Vec::with_capacity(req.query.bytes().filter(|&b| b == b'&').count() + 1);
+    params.extend(
+        raw_pairs(req.query).map(|(k, v)| (percent_decode(k, true), percent_decode(v, true))),
+    );
     let form = is_form(req);
     if form && !req.body.is_empty() {
         let body =
@@ -135,27 +134,41 @@ pub fn parse<'a>(req: &RequestView<'a>) -> Result<ParsedAuth<'a>, Rejection> {
     })
 }
 
-/// Percent-encodes everything written through it: the string to sign encodes the already
-/// encoded canonical query a second time.
-struct Encoding<'s, S: Sink>(&'s mut S);
-
-impl<S: Sink> Sink for Encoding<'_, S> {
-    fn put(&mut self, bytes: &[u8]) {
-        percent_encode_into(bytes, self.0);
+/// `PE(PE(bytes))`, in one pass: the string to sign encodes the already encoded canonical query
+/// a second time. The second encoding leaves unreserved bytes alone and turns the `%` of each
+/// first-pass escape into `%25` (its two hex digits are unreserved), so a byte the first pass
+/// escapes becomes `%25XX`.
+fn percent_encode_twice_into(bytes: &[u8], out: &mut impl Sink) {
+    const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !is_unreserved(b) {
+            out.put(&bytes[start..i]);
+            out.put(&[
+                b'%',
+                b'2',
+                b'5',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 0xf)],
+            ]);
+            start = i + 1;
+        }
     }
+    out.put(&bytes[start..]);
 }
 
 pub fn write_string_to_sign(method: &str, params: &[Param<'_>], out: &mut impl Sink) {
     out.put(method.as_bytes());
     out.put(b"&%2F&");
-    let mut enc = Encoding(out);
     for (i, (k, v)) in params.iter().enumerate() {
         if i > 0 {
-            enc.put(b"&");
+            // PE("&")
+            out.put(b"%26");
         }
-        percent_encode_into(k, &mut enc);
-        enc.put(b"=");
-        percent_encode_into(v, &mut enc);
+        percent_encode_twice_into(k, out);
+        // PE("=")
+        out.put(b"%3D");
+        percent_encode_twice_into(v, out);
     }
 }
 
@@ -174,7 +187,10 @@ pub fn verify(
         write_string_to_sign(req.method, &cred.params, t);
     }
     let mut mac = MacSink(secret.hmac_sha1_amp.clone());
-    write_string_to_sign(req.method, &cred.params, &mut mac);
+    // The string to sign is written a byte run at a time (every escape is its own piece).
+    let mut buffered = Buffered::new(&mut mac);
+    write_string_to_sign(req.method, &cred.params, &mut buffered);
+    buffered.finish();
     mac.0.verify_slice(&cred.signature).map_err(|_| {
         // Only on failure: the client compares this with its own string to sign to tell a wrong
         // secret from a wrong canonicalisation.
@@ -202,6 +218,28 @@ pub fn sign(method: &str, params: &[(&str, &str)], secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_twice_in_one_pass_is_encoding_twice() {
+        use crate::auth::encoding::percent_encode;
+        for s in [
+            "",
+            "abc",
+            "a b",
+            "2016-02-23T12:46:24Z",
+            "x/y=z&w",
+            "é*~",
+            "%41+",
+        ] {
+            let mut once = Vec::new();
+            percent_encode_twice_into(s.as_bytes(), &mut once);
+            assert_eq!(
+                String::from_utf8(once).unwrap(),
+                percent_encode(&percent_encode(s)),
+                "{s}"
+            );
+        }
+    }
 
     #[test]
     fn documented_example() {

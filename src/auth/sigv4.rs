@@ -25,8 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::encoding::{
-    Sink, Tee, canonical, for_each_sorted, hex_decode_into, hex_lower_into, percent_decode,
-    percent_encode_into, raw_pairs, sha256_hex,
+    Buffered, Sink, Tee, canonical, for_each_sorted, hex_decode_into, hex_lower_into,
+    percent_decode, percent_encode_into, raw_pairs, sha256_hex,
 };
 use super::{
     Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete, single_header,
@@ -1246,7 +1246,11 @@ pub fn verify_with(
     let mut hasher = Sha256::new();
     match transcript {
         Some(t) => write_canonical_request(cred, req, hashed_payload, &mut Tee(&mut hasher, t)),
-        None => write_canonical_request(cred, req, hashed_payload, &mut hasher),
+        None => {
+            let mut buffered = Buffered::new(&mut hasher);
+            write_canonical_request(cred, req, hashed_payload, &mut buffered);
+            buffered.finish();
+        }
     }
     let mut canonical_hex = [0u8; 64];
     hex_lower_into(&hasher.finalize(), &mut canonical_hex);
