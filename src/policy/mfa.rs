@@ -195,3 +195,48 @@ pub fn judge(a: &Assessment, outcome: Option<MfaOutcome>) -> Result<(), Rejectio
         (Assessment::Check, _) => Err(Rejection::MfaRequired),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let redeem = Assessment::Redeem {
+            token: "totp:1".into(),
+            token_expires: 90,
+            trust_until: 900,
+        };
+        let refuse = Assessment::Refuse(Rejection::MfaRequired);
+        assert_eq!(judge(&Assessment::Check, Some(MfaOutcome::Trusted)), Ok(()));
+        assert_eq!(
+            judge(&Assessment::Check, Some(MfaOutcome::NotTrusted)),
+            Err(Rejection::MfaRequired)
+        );
+        // A store that left the claim unanswered vouches for nothing.
+        assert_eq!(judge(&Assessment::Check, None), Err(Rejection::MfaRequired));
+        assert!(matches!(
+            judge(&redeem, None),
+            Err(Rejection::MfaInvalid(_))
+        ));
+        assert_eq!(judge(&redeem, Some(MfaOutcome::Redeemed)), Ok(()));
+        assert!(matches!(
+            judge(&redeem, Some(MfaOutcome::Reused)),
+            Err(Rejection::MfaInvalid(m)) if m.contains("used already")
+        ));
+        // A refusal stands whatever the state says, and asks it nothing.
+        assert_eq!(
+            judge(&refuse, Some(MfaOutcome::Trusted)),
+            Err(Rejection::MfaRequired)
+        );
+        assert!(refuse.claim("K", 1).is_none());
+        assert!(matches!(
+            redeem.claim("K", 1),
+            Some(MfaClaim::Redeem {
+                token: "totp:1",
+                trust_until: 900,
+                ..
+            })
+        ));
+    }
+}
