@@ -16,7 +16,9 @@ use crate::error::{AllowlistLevel, Rejection};
 use crate::policy::replay::NonceOutcome;
 use crate::policy::source_ip::{self, SourceIp};
 use crate::policy::{idle, mfa};
-use crate::rules::{AccessKey, KeyStatus, Origin, Route, RuleMode, Snapshot, UnsignedBodyPolicy};
+use crate::rules::{
+    AccessKey, KeyStatus, Origin, Route, RuleMode, ServiceRisk, Snapshot, UnsignedBodyPolicy,
+};
 use crate::state::{Claims, NonceClaim, Outcome, StateView, Unavailable};
 use crate::time::UnixSeconds;
 
@@ -143,7 +145,8 @@ struct Front<'s, 'r> {
     key: &'s AccessKey,
     auth: ParsedAuth<'r>,
     nonce_expires: Option<UnixSeconds>,
-    mfa: Option<mfa::Assessment>,
+    /// For a critical operation: what it needs, and the `[[critical]]` entry that says so.
+    mfa: Option<(mfa::Assessment, &'s ServiceRisk)>,
 }
 
 impl<'s, 'r> Pending<'s, 'r, '_> {
@@ -165,7 +168,7 @@ impl<'s, 'r> Pending<'s, 'r, '_> {
                     now: self.now,
                     expires,
                 }),
-            mfa: f.mfa.as_ref().and_then(|a| a.claim(key_id, self.now)),
+            mfa: f.mfa.as_ref().and_then(|(a, _)| a.claim(key_id, self.now)),
         }
     }
 
@@ -465,7 +468,7 @@ fn run_front<'s, 'r, S: StateView + ?Sized>(
         .nonce
         .is_some()
         .then(|| (now + ttl).max(signed_at + skew) + 1);
-    let mfa = mfa::assess(snap, route, key, &auth, req, now);
+    let mfa = mfa::assess_rule(snap, route, key, &auth, req, now);
     Ok(Front {
         route,
         key,
@@ -589,12 +592,12 @@ fn run_finish<'s>(
         ),
     }
     // 9. Critical operation: a second factor, fresh or inside its trust window.
-    if let Some(assessment) = &mfa {
+    if let Some((assessment, rule)) = &mfa {
         let verdict = mfa::judge(assessment, outcome.mfa);
         crate::metrics::mfa(match (&verdict, outcome.mfa) {
             (Ok(()), Some(crate::state::MfaOutcome::Redeemed)) => "redeemed",
             (Ok(()), _) => "trusted",
-            (Err(Rejection::MfaRequired), _) => "required",
+            (Err(Rejection::MfaRequired | Rejection::MfaNotSetUp), _) => "required",
             (Err(_), Some(crate::state::MfaOutcome::Reused)) => "reused",
             (Err(_), _) => "invalid",
         });
@@ -608,15 +611,33 @@ fn run_finish<'s>(
                         auth.action, route.service, outcome.mfa
                     )
                 },
-                None,
+                rule.origin.as_ref(),
             ),
+            Err(e) if rule.mode == RuleMode::Shadow => {
+                trace.note(
+                    "second factor",
+                    StepVerdict::WouldRefuse,
+                    || {
+                        format!(
+                            "{} is critical for {} (shadow): {e}",
+                            auth.action, route.service
+                        )
+                    },
+                    rule.origin.as_ref(),
+                );
+                d.would_deny.push(WouldDeny {
+                    rejection: e,
+                    rule: rule.origin.as_ref(),
+                });
+            }
             Err(e) => {
                 trace.note(
                     "second factor",
                     StepVerdict::Refuse,
                     || format!("{} is critical for {}: {e}", auth.action, route.service),
-                    None,
+                    rule.origin.as_ref(),
                 );
+                d.deciding_rule = rule.origin.as_ref();
                 return Err(e);
             }
         }

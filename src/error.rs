@@ -78,6 +78,8 @@ pub enum Rejection {
     RequestTimeout,
     #[error("critical operation without a second factor")]
     MfaRequired,
+    #[error("critical operation, and no second factor is set up for the AccessKey")]
+    MfaNotSetUp,
     #[error("second-factor code refused: {0}")]
     MfaInvalid(Cow<'static, str>),
     #[error("the shared state store is unavailable")]
@@ -111,7 +113,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "GatewayTimeout",
             Rejection::Overloaded => "ServiceUnavailable",
             Rejection::RequestTimeout => "RequestTimeout",
-            Rejection::MfaRequired => "Forbidden.MFARequired",
+            Rejection::MfaRequired | Rejection::MfaNotSetUp => "Forbidden.MFARequired",
             Rejection::MfaInvalid(_) => "Forbidden.MFAInvalid",
             Rejection::StateUnavailable => "ServiceUnavailable",
         }
@@ -124,6 +126,7 @@ impl Rejection {
             | Rejection::LeakedKeyHighRisk
             | Rejection::UnsignedBody
             | Rejection::MfaRequired
+            | Rejection::MfaNotSetUp
             | Rejection::MfaInvalid(_) => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::SourceThrottled => StatusCode::TOO_MANY_REQUESTS,
@@ -202,6 +205,9 @@ impl Rejection {
             }
             Rejection::MfaRequired => {
                 "Forbidden: this is a critical operation; send a current MFA code in X-Akgate-MFA-Code, covered by the signature.".into()
+            }
+            Rejection::MfaNotSetUp => {
+                "Forbidden: this is a critical operation and no second factor is set up for this AccessKey: ask your administrator for an MFA device.".into()
             }
             Rejection::MfaInvalid(why) => format!("Forbidden: the MFA code is not valid: {why}.").into(),
             Rejection::StateUnavailable => {

@@ -124,6 +124,9 @@ actions = ["DeleteInstance"]
 [[service]]
 name = "s3"
 
+[[service]]
+name = "ram"
+
 [[route]]
 host = "127.0.0.1"
 service = "ecs"
@@ -133,6 +136,11 @@ upstream = "http://{up}"
 host = "s3.test"
 service = "s3"
 signatures = "aws"
+upstream = "http://{up}"
+
+[[route]]
+host = "ram.test"
+service = "ram"
 upstream = "http://{up}"
 
 # botocore's path-style endpoint (tests/interop/mfa_sdk.py).
@@ -155,6 +163,11 @@ actions = ["DeleteInstance", "ModifyInstance*"]
 [[critical]]
 service = "s3"
 actions = ["DeleteBucket"]
+
+[[critical]]
+service = "ram"
+actions = ["*"]
+mode = "shadow"
 "#,
     )
     .unwrap();
@@ -412,7 +425,7 @@ async fn a_key_without_a_second_factor_cannot_call_critical_operations() {
     assert_eq!(r.status, StatusCode::OK);
     let before = w.up.count();
     let r = send(p, &v3("DeleteInstance", PLAIN_KEY, &[])).await;
-    r.assert_error(403, "Forbidden.MFARequired");
+    assert_refused(&r, "Forbidden.MFARequired", "no second factor is set up");
     // A code does not help: there is nothing to check it against.
     let r = send(
         p,
@@ -584,6 +597,45 @@ async fn akgate_sign_adds_and_signs_the_code() {
             .any(|(k, v)| k == "x-acs-akgate-mfa-code" && v == "123456"),
         "{:?}",
         req.headers
+    );
+}
+
+/// A refusal names its `[[critical]]` entry in the audit line; a shadow entry refuses nothing
+/// and logs what it would have refused.
+#[tokio::test]
+async fn the_audit_names_the_critical_entry_and_shadow_entries_only_log() {
+    let w = world("15m").await;
+    let p = w.gw.proxy;
+    let r = send(p, &v3("DeleteInstance", MFA_KEY, &[])).await;
+    r.assert_error(403, "Forbidden.MFARequired");
+    let id = r.headers["x-acs-request-id"].to_str().unwrap().to_string();
+    let a = w.gw.audit_for(&id).await;
+    assert_eq!(a["code"], "Forbidden.MFARequired", "{a}");
+    assert_eq!(a["rule"], "critical.toml:2", "{a}");
+
+    let shadow = signed_with(
+        "ram.test",
+        "POST",
+        "/",
+        "CreateAccessKey",
+        "",
+        MFA_KEY,
+        b"",
+        0,
+        &[],
+    );
+    let r = send(p, &shadow).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.message());
+    let id = w.up.last().headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let a = w.gw.audit_for(&id).await;
+    assert_eq!(a["decision"], "would_deny", "{a}");
+    assert_eq!(
+        a["would_deny"],
+        serde_json::json!([{"code": "Forbidden.MFARequired", "rule": "critical.toml:10"}]),
+        "{a}"
     );
 }
 

@@ -102,7 +102,7 @@ fn assess_code(
     now: UnixSeconds,
 ) -> Assessment {
     let Some(seed) = &key.totp else {
-        return Assessment::Refuse(Rejection::MfaRequired);
+        return Assessment::Refuse(Rejection::MfaNotSetUp);
     };
     let code = match sent_code(auth, req) {
         Ok(None) => return Assessment::Check,

@@ -57,6 +57,7 @@ fn query_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         | Rejection::LeakedKeyHighRisk
         | Rejection::UnsignedBody
         | Rejection::MfaRequired
+        | Rejection::MfaNotSetUp
         | Rejection::MfaInvalid(_) => ("AccessDenied", S::FORBIDDEN),
         Rejection::BodyTooLarge => ("RequestEntityTooLarge", S::PAYLOAD_TOO_LARGE),
         Rejection::InvalidRoute => ("InvalidAction", S::NOT_FOUND),
@@ -95,6 +96,7 @@ fn json_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         | Rejection::LeakedKeyHighRisk
         | Rejection::UnsignedBody
         | Rejection::MfaRequired
+        | Rejection::MfaNotSetUp
         | Rejection::MfaInvalid(_) => ("AccessDeniedException", S::BAD_REQUEST),
         Rejection::BodyTooLarge => ("RequestEntityTooLarge", S::PAYLOAD_TOO_LARGE),
         Rejection::InvalidRoute => ("UnknownOperationException", S::NOT_FOUND),
@@ -129,6 +131,7 @@ fn s3_code_and_status(r: &Rejection) -> (&'static str, StatusCode) {
         | Rejection::LeakedKeyHighRisk
         | Rejection::UnsignedBody
         | Rejection::MfaRequired
+        | Rejection::MfaNotSetUp
         | Rejection::MfaInvalid(_) => ("AccessDenied", S::FORBIDDEN),
         // Not `AuthorizationHeaderMalformed`: botocore's S3 region redirector reacts to that code.
         Rejection::IncompleteSignature(_) | Rejection::TimestampMalformed => {
@@ -212,6 +215,7 @@ pub fn message(r: &Rejection, shape: ErrorShape) -> Cow<'static, str> {
         | Rejection::UpstreamTimeout
         | Rejection::StateUnavailable
         | Rejection::MfaRequired
+        | Rejection::MfaNotSetUp
         | Rejection::MfaInvalid(_) => r.message(),
     }
 }

@@ -128,6 +128,9 @@ fn recommendation(r: &Rejection) -> &'static str {
         Rejection::KeyIdle => {
             "This AccessKey was disabled for being idle: ask your administrator to re-enable or replace it."
         }
+        Rejection::MfaNotSetUp => {
+            "Ask your administrator to set up an MFA device (a TOTP seed) for this AccessKey."
+        }
         Rejection::MfaRequired | Rejection::MfaInvalid(_) => {
             "Send the current code of the key's MFA device in X-Akgate-MFA-Code and sign that header."
         }

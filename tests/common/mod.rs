@@ -50,6 +50,11 @@ pub const OTHER_TEST_SECRETS: &[(&str, &str)] = &[
     ("deploy.rs", "FAKE-example-secret-ci-deployer-not-real"),
     ("deploy.rs", "FAKE-example-secret-ops-oncall-not-real"),
     ("deploy.rs", "FAKE-EXAMPLE-TOTP-SEED-NOTREAL-AAAAAA"),
+    ("mfa.rs", "mfa-secret-for-tests-only"),
+    ("mfa.rs", "mfa-second-secret-for-tests-only"),
+    ("mfa.rs", "mfa-plain-secret-for-tests-only"),
+    ("mfa.rs", "aws-mfa-secret/for+tests=only"),
+    ("mfa.rs", "MFVWOYLUMUWWMYLLMUWXI33UOAWXGZLFMQWTAMI"),
 ];
 
 /// Every AccessKey secret the test suite and the shipped demo configure, with a label naming
