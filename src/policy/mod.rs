@@ -6,6 +6,7 @@ pub mod idle;
 pub mod mfa;
 pub mod replay;
 pub mod source_ip;
+pub mod totp;
 
 pub use allowlist::IpSet;
 pub use replay::NonceCache;

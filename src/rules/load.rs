@@ -864,8 +864,17 @@ fn compile_settings(raw: Option<(usize, &Spanned<RawSettings>)>, diag: &mut Diag
     if let Some(n) = raw.auth_failure_limit {
         s.auth_failure_limit = n;
     }
-    if let Some(d) = raw.max_idle_days {
-        s.max_idle_days = d;
+    if let Some(d) = &raw.max_idle_days {
+        // The cloud consoles' choices; anything else is more likely a typo (9 for 90) than a
+        // policy, and a typo here disables keys.
+        match *d.get_ref() {
+            0 | 90 | 180 | 365 | 730 => s.max_idle_days = *d.get_ref(),
+            n => diag.error(
+                i,
+                d.span(),
+                format!("max_idle_days = {n}: use 0 (off), 90, 180, 365 or 730"),
+            ),
+        }
     }
     if let Some(p) = raw.unsigned_body {
         s.unsigned_body = p;
@@ -1373,6 +1382,40 @@ upstream = "http://127.0.0.1:9000"
             text.contains("routes.toml:8:11: route to unknown service `oss`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn max_idle_days_takes_the_consoles_values_only() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "keys.toml", KEYS);
+        write(d.path(), "routes.toml", ROUTES);
+        for (n, ok) in [
+            (0, true),
+            (90, true),
+            (730, true),
+            (9, false),
+            (1000, false),
+        ] {
+            write(
+                d.path(),
+                "settings.toml",
+                &format!("[settings]\nmax_idle_days = {n}\n"),
+            );
+            match load_dir(d.path(), &LoadOptions::default()) {
+                Ok(s) => {
+                    assert!(ok, "{n} loaded");
+                    assert_eq!(s.settings.max_idle_days, n);
+                }
+                Err(e) => {
+                    assert!(!ok, "{n}: {e}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("settings.toml:2:17: max_idle_days ="),
+                        "{text}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

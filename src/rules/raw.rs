@@ -154,7 +154,7 @@ pub enum SignatureFamily {
 pub struct RawSettings {
     pub clock_skew: Option<Spanned<String>>,
     pub nonce_ttl: Option<Spanned<String>>,
-    pub max_idle_days: Option<u32>,
+    pub max_idle_days: Option<Spanned<u32>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub max_body_bytes: Option<u64>,
     pub upstream_timeout: Option<Spanned<String>>,
