@@ -2,7 +2,8 @@
 //! allowlist lookup, nonce check-and-record and the whole decision. Run with `cargo bench`;
 //! medians are what matter on these noisy machines.
 //!
-//! With `HOT_PATH_LOOP=<name>:<count>` (names: acs3, rpc, sigv4, decide, nonce) the binary instead
+//! With `HOT_PATH_LOOP=<name>:<count>` (names: acs3, rpc, sigv4, decide, nonce; and sha256_1mb,
+//! which prints the SHA-256 throughput of sha2 and of ring side by side) the binary instead
 //! runs that one operation `count` times in a function named `hot_path::loop_<name>` and exits, for
 //! instruction counts that do not depend on the machine's load:
 //!
@@ -405,6 +406,33 @@ fn run_loop(spec: &str) {
         "nonce" => {
             let nonces: Vec<String> = (0..count).map(|n| format!("{n:032x}")).collect();
             loop_nonce(&NonceCache::new(), &nonces);
+        }
+        "sha256_1mb" => {
+            // Which SHA-256 is faster here: sha2 (SHA-NI when the CPU has it, chosen at run
+            // time) or ring's. Wall-clock, so only a side-by-side comparison means anything.
+            use sha2::Digest;
+            let data = vec![0x5au8; 1 << 20];
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                for _ in 0..count {
+                    black_box(sha2::Sha256::digest(black_box(&data)));
+                }
+                let sha2 = t.elapsed();
+                let t = std::time::Instant::now();
+                for _ in 0..count {
+                    black_box(ring::digest::digest(
+                        &ring::digest::SHA256,
+                        black_box(&data),
+                    ));
+                }
+                let ring = t.elapsed();
+                let mbps = |d: std::time::Duration| count as f64 / d.as_secs_f64();
+                println!(
+                    "SHA-256 of 1 MB: sha2 {:.0} MB/s, ring {:.0} MB/s",
+                    mbps(sha2),
+                    mbps(ring)
+                );
+            }
         }
         other => panic!("unknown HOT_PATH_LOOP {other}"),
     }
