@@ -101,12 +101,33 @@ pub fn parse_iso8601_utc(s: &str) -> Option<UnixSeconds> {
     if b[16] != b':' || b[19] != b'Z' {
         return None;
     }
-    let y = i64::from(digits(&b[0..4])?);
-    let mo = digits(&b[5..7])?;
-    let d = digits(&b[8..10])?;
-    let h = digits(&b[11..13])?;
-    let mi = digits(&b[14..16])?;
-    let se = digits(&b[17..19])?;
+    civil_secs(
+        &b[0..4],
+        &b[5..7],
+        &b[8..10],
+        &b[11..13],
+        &b[14..16],
+        &b[17..19],
+    )
+}
+
+/// Unix seconds of a UTC date and time given as ASCII digit fields, checked for range.
+fn civil_secs(
+    y: &[u8],
+    mo: &[u8],
+    d: &[u8],
+    h: &[u8],
+    mi: &[u8],
+    se: &[u8],
+) -> Option<UnixSeconds> {
+    let y = i64::from(digits(y)?);
+    let (mo, d, h, mi, se) = (
+        digits(mo)?,
+        digits(d)?,
+        digits(h)?,
+        digits(mi)?,
+        digits(se)?,
+    );
     if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60
     {
         return None;
@@ -132,16 +153,15 @@ pub fn parse_amz_date(s: &str) -> Option<UnixSeconds> {
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
-    let iso = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    );
-    parse_iso8601_utc(&iso)
+    // Read in place: this runs on every SigV4 request.
+    civil_secs(
+        &b[0..4],
+        &b[4..6],
+        &b[6..8],
+        &b[9..11],
+        &b[11..13],
+        &b[13..15],
+    )
 }
 
 /// Parses an RFC 1123 HTTP date, exactly `Sun, 22 Nov 2026 14:48:00 GMT` (what the ROA v1 SDKs
@@ -236,6 +256,15 @@ mod tests {
         let t = parse_iso8601_utc("2026-11-22T14:48:00Z").unwrap();
         assert_eq!(parse_amz_date("20261122T144800Z"), Some(t));
         assert_eq!(parse_amz_date("2026-11-22T14:48:00Z"), None);
+        for bad in [
+            "20261322T144800Z",
+            "20261131T144800Z",
+            "20261122T244800Z",
+            "2026112xT144800Z",
+            "20261122T14480éZ",
+        ] {
+            assert_eq!(parse_amz_date(bad), None, "{bad}");
+        }
         assert_eq!(parse_http_date("Sun, 22 Nov 2026 14:48:00 GMT"), Some(t));
         assert_eq!(format_http_date(t), "Sun, 22 Nov 2026 14:48:00 GMT");
         assert_eq!(

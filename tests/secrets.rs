@@ -1086,7 +1086,9 @@ async fn nothing_akgate_writes_holds_a_secret_json_logs() {
 /// full run leaves about 190 files and, without its largest file, 1.4 MB).
 const MIN_CAPTURE_FILES: usize = 100;
 const MIN_CAPTURE_BYTES: u64 = 1_000_000;
-const CAPTURING_SUITES: [&str; 6] = ["gateway", "reload", "audit", "cli", "sigv4", "secrets"];
+const CAPTURING_SUITES: [&str; 10] = [
+    "gateway", "reload", "audit", "cli", "sigv4", "secrets", "usage", "mfa", "fleet", "deploy",
+];
 const CAPTURE_KINDS: [&str; 4] = ["akgate-stderr", "akgate-stdout", "responses", "cli-stdout"];
 
 #[test]

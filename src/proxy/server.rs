@@ -83,9 +83,8 @@ pub struct Running {
 pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     crate::metrics::install();
     let rules = Arc::new(RulesStore::open(&cfg.rules_dir, cfg.load.clone())?);
-    for w in &rules.load().warnings {
-        tracing::warn!(warning = %w, "rule warning");
-    }
+    // One line per kind of warning: a set of 100k keys with inline secrets is one line, not 100k.
+    store::log_warnings(&rules.load().warnings);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let nonces = NonceCache::with_capacity_limit(cfg.max_nonces);
     let state = Arc::new(match &cfg.state.spec {
