@@ -154,8 +154,12 @@ start_akgate() { # name extra-args...
         --admin "127.0.0.1:${ADMIN[$name]}" --audit-log off --shutdown-grace 1s "$@" \
         >"$RUN/$name.out" 2>"$RUN/$name.err" &
     PIDS+=($!)
+    PID_OF[$name]=$!
     wait_port "${PORT[$name]}" "$name"
 }
+declare -A PID_OF=()
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 start_akgate akgate
 start_akgate akgate-redis --state "redis://127.0.0.1:$REDIS_PORT"
 start_akgate akgate-redis-b --state "redis://127.0.0.1:$REDIS_PORT"
@@ -187,6 +191,10 @@ run() { # name round
         --warmup "$WARMUP" --out "$RESULTS" --rate "$RATE" --duration "$DURATION" \
         --connections "$CONNECTIONS" >/dev/null
 }
+declare -A TICKS0=()
+for name in akgate akgate-redis; do
+    TICKS0[$name]=$(cpu_ticks "${PID_OF[$name]}")
+done
 for round in $(seq 1 "$ROUNDS"); do
     order=("${SCENARIOS[@]:$(((round - 1) % 3))}" "${SCENARIOS[@]:0:$(((round - 1) % 3))}")
     step "round $round/$ROUNDS: fixed $RATE req/s (order: ${order[*]})"
@@ -194,6 +202,14 @@ for round in $(seq 1 "$ROUNDS"); do
         run "$name" "$round"
     done
 done
+
+HZ=$(getconf CLK_TCK)
+for name in akgate akgate-redis; do
+    # Each instance served ROUNDS runs of (WARMUP + DURATION) s at RATE.
+    awk -v t=$(($(cpu_ticks "${PID_OF[$name]}") - TICKS0[$name])) -v hz="$HZ" -v n="$name" \
+        -v req="$(python3 -c "print(int($ROUNDS * ($WARMUP + $DURATION) * $RATE))")" \
+        'BEGIN { printf "%s: %.1f µs of CPU per request (%d requests)\n", n, 1e6 * t / hz / req, req }'
+done | tee "$OUT/cpu.txt"
 
 step "the Redis round trip as akgate measured it (akgate_state_round_trip_seconds)"
 python3 - "${ADMIN[akgate-redis]}" <<'EOF' | tee "$OUT/round-trip.txt"
@@ -233,7 +249,7 @@ fixed_table() { awk '/^### Latency at a fixed/ { f = 1; next } f && /^\|/ { prin
     echo
     echo '```'
     cat "$OUT/machine.txt"
-    cat "$OUT/round-trip.txt"
+    cat "$OUT/cpu.txt" "$OUT/round-trip.txt"
     echo '```'
     echo
     echo "Against the upstream alone:"
