@@ -322,22 +322,22 @@ const TOKEN_LOWER: [bool; 256] = {
     t
 };
 
-fn is_token_lower(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| TOKEN_LOWER[usize::from(b)])
-}
-
 /// A `SignedHeaders` list (V3 and SigV4), validated and split once: lower-case header names,
 /// `;`-separated, ascending, no repeats. Anything else is refused rather than normalised: the list
 /// is signed as written.
 ///
 /// Membership is asked a dozen times per request (required headers, every `x-acs-*`/`x-amz-*`
-/// header present), so the names are kept on the stack instead of splitting
-/// the list again for each question. Longer lists than [`SignedNames::INLINE`] (no SDK sends
-/// one) are answered by scanning the text.
+/// header present), so where each name lies is kept on the stack instead of splitting the list
+/// again for each question; as 16-bit offsets rather than `&str`s, because the V3 credential
+/// carries this from parsing to verifying and a smaller request state is cheaper to move.
+/// Longer lists than [`SignedNames::INLINE`] (no SDK sends one) or lists longer than 64 KiB are
+/// answered by scanning the text.
+#[derive(Debug, Clone)]
 pub(crate) struct SignedNames<'a> {
     raw: &'a str,
-    names: [&'a str; SignedNames::INLINE],
-    /// Names held in `names`, or `None` when the list is longer.
+    /// `(start, length)` in `raw` of each name.
+    spans: [(u16, u16); SignedNames::INLINE],
+    /// Names held in `spans`, or `None` when the list is longer.
     len: Option<usize>,
 }
 
@@ -345,71 +345,113 @@ impl<'a> SignedNames<'a> {
     pub(crate) const INLINE: usize = 24;
 
     pub(crate) fn parse(raw: &'a str) -> Result<Self, Rejection> {
-        let mut names = [""; Self::INLINE];
+        let not_token =
+            || incomplete("SignedHeaders must be lower-case header names separated by `;`");
+        let bytes = raw.as_bytes();
+        let mut spans = [(0u16, 0u16); Self::INLINE];
         let mut n = 0;
         let mut previous: &[u8] = b"";
         let mut start = 0;
-        for name in raw.as_bytes().split(|&b| b == b';') {
-            if !is_token_lower(name) {
-                return Err(incomplete(
-                    "SignedHeaders must be lower-case header names separated by `;`",
-                ));
+        // One pass over the bytes: each name's characters are checked before it is compared with
+        // the one before, and it before any character of the next, which is the order of the
+        // verdicts a split-then-check would give.
+        for end in 0..=bytes.len() {
+            match bytes.get(end) {
+                Some(b';') | None => {}
+                Some(&b) if TOKEN_LOWER[usize::from(b)] => continue,
+                Some(_) => return Err(not_token()),
             }
-            if name <= previous {
+            let name = &bytes[start..end];
+            let Some(&first) = name.first() else {
+                return Err(not_token());
+            };
+            // The first bytes settle the order of almost every pair of adjacent names.
+            let in_order = match previous.first() {
+                None => true,
+                Some(&p) if p != first => first > p,
+                Some(_) => name > previous,
+            };
+            if !in_order {
                 return Err(incomplete(
                     "SignedHeaders must be sorted and without repeats",
                 ));
             }
             previous = name;
             if n < Self::INLINE {
-                // ASCII (checked above), so these are character boundaries.
-                names[n] = raw.get(start..start + name.len()).unwrap_or_default();
+                spans[n] = span(start, end);
             }
             n += 1;
-            start += name.len() + 1;
+            start = end + 1;
         }
-        Ok(SignedNames {
-            raw,
-            names,
-            len: (n <= Self::INLINE).then_some(n),
-        })
+        Ok(Self::new(raw, spans, n))
     }
 
     /// Splits a list [`SignedNames::parse`] has already accepted (so without checking it again).
     pub(crate) fn split_checked(raw: &'a str) -> Self {
-        let mut names = [""; Self::INLINE];
+        let mut spans = [(0u16, 0u16); Self::INLINE];
         let mut n = 0;
         let mut start = 0;
         for name in raw.as_bytes().split(|&b| b == b';') {
             if n < Self::INLINE {
-                // Split at ASCII `;`, so these are character boundaries.
-                names[n] = raw.get(start..start + name.len()).unwrap_or_default();
+                spans[n] = span(start, start + name.len());
             }
             n += 1;
             start += name.len() + 1;
         }
+        Self::new(raw, spans, n)
+    }
+
+    fn new(raw: &'a str, spans: [(u16, u16); SignedNames::INLINE], n: usize) -> Self {
+        let fits = n <= Self::INLINE && u16::try_from(raw.len()).is_ok();
         SignedNames {
             raw,
-            names,
-            len: (n <= Self::INLINE).then_some(n),
+            spans,
+            len: fits.then_some(n),
         }
     }
 
-    /// The names, unless there are more than [`SignedNames::INLINE`].
-    pub(crate) fn as_slice(&self) -> Option<&[&'a str]> {
-        self.len.map(|n| &self.names[..n])
+    /// The list as sent.
+    pub(crate) fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// How many names [`SignedNames::name`] answers for: `None` when the list is too long to
+    /// be held, and must be read from [`SignedNames::raw`].
+    pub(crate) fn held(&self) -> Option<usize> {
+        self.len
+    }
+
+    /// The `i`th name, for `i` below [`SignedNames::held`].
+    pub(crate) fn name(&self, i: usize) -> &'a str {
+        let (start, len) = self.spans[i];
+        let start = usize::from(start);
+        // Split at ASCII `;`, so these are character boundaries.
+        self.raw
+            .get(start..start + usize::from(len))
+            .unwrap_or_default()
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self.len {
             // A scan comparing lengths first: with a dozen names of mostly distinct lengths it
             // compares bytes about once, where a binary search would compare them four times.
-            Some(n) => self.names[..n]
-                .iter()
-                .any(|s| s.len() == name.len() && s.as_bytes() == name.as_bytes()),
+            Some(n) => self.spans[..n].iter().any(|&(start, len)| {
+                let start = usize::from(start);
+                usize::from(len) == name.len()
+                    && self.raw.as_bytes().get(start..start + name.len()) == Some(name.as_bytes())
+            }),
             None => self.raw.split(';').any(|n| n == name),
         }
     }
+}
+
+/// A name's place in a list, as [`SignedNames`] keeps it. Lists that do not fit 16 bits are not
+/// kept (see [`SignedNames::new`]), so the truncation never matters for a list that is.
+fn span(start: usize, end: usize) -> (u16, u16) {
+    (
+        u16::try_from(start).unwrap_or(u16::MAX),
+        u16::try_from(end - start).unwrap_or(u16::MAX),
+    )
 }
 
 pub(crate) fn incomplete(why: &'static str) -> Rejection {
@@ -455,15 +497,13 @@ mod tests {
     fn signed_names_split_and_answer_alike_short_and_long() {
         let short = "host;x-acs-action;x-acs-date";
         let s = SignedNames::parse(short).unwrap();
-        assert_eq!(
-            s.as_slice().unwrap(),
-            &["host", "x-acs-action", "x-acs-date"][..]
-        );
+        let held: Vec<&str> = (0..s.held().unwrap()).map(|i| s.name(i)).collect();
+        assert_eq!(held, ["host", "x-acs-action", "x-acs-date"]);
         assert!(s.contains("x-acs-date") && !s.contains("x-acs") && !s.contains("date"));
         let long: Vec<String> = (0..40).map(|i| format!("x-h{i:02}")).collect();
         let long = long.join(";");
         let l = SignedNames::parse(&long).unwrap();
-        assert!(l.as_slice().is_none());
+        assert!(l.held().is_none());
         assert!(l.contains("x-h00") && l.contains("x-h39") && !l.contains("x-h40"));
         assert!(SignedNames::parse("b;a").is_err());
         assert!(SignedNames::parse("a;a").is_err());
