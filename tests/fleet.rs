@@ -391,14 +391,25 @@ async fn usage_recorded_by_one_instance_is_seen_by_the_other() {
         })
         .await
     );
-    // A third instance started later learns everything.
-    let (_c, usage_c) = instance(&redis);
+    // A third instance started later learns everything, including when the fleet began
+    // tracking (or a key never used would count as idle from each restart).
+    let usage_c = Arc::new(UsageTable::new(common::now() + 1_000));
+    let _c = Fleet::start(
+        FleetConfig::new(redis.addr(), Duration::from_secs(2)),
+        usage_c.clone(),
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             usage_c.get("AKALICEKEY000001").map(|u| u.requests) == Some(3)
                 && usage_c.last_used("AKBOBLIMITED0001") == Some(t)
         })
         .await
+    );
+    assert_eq!(usage_a.since(), usage_b.since());
+    assert_eq!(
+        usage_c.since(),
+        usage_a.since(),
+        "the fleet's start of tracking"
     );
 }
 

@@ -95,6 +95,11 @@ impl UsageTable {
         t
     }
 
+    /// Adopts the start of tracking of a shared store (fleet mode).
+    pub fn set_since(&self, since: UnixSeconds) {
+        self.since.store(since, Ordering::Relaxed);
+    }
+
     pub fn record(&self, u: &Use<'_>) {
         let update = |e: &mut Entry| {
             let usage = &mut e.usage;

@@ -12,6 +12,8 @@
 //! - `mfa:t:{key id}` — end of the key's second-factor trust window (Unix seconds);
 //! - `mfa:u:{len}:{key id}:{token}` — a redeemed one-time code;
 //! - `u:k:{key id}` (hash), `u:seq`, `u:changed` (sorted set) — usage, and which keys changed;
+//! - `u:since` — when the fleet began tracking usage (Unix seconds; set once, by the first
+//!   instance to connect);
 //! - `bf:c:{source}`, `bf:blocked` (sorted set, scored by the end of the cool-down in Redis
 //!   server milliseconds) — the brute-force guard.
 //!
@@ -482,10 +484,21 @@ impl Fleet {
         for script in [&s.redeem, &s.push, &s.pull, &s.failure, &s.blocked] {
             resp::encode(&mut buf, &[b"SCRIPT", b"LOAD", script.text.as_bytes()]);
         }
-        let replies = conn.call(buf, 6, within).await.map_err(|e| e.to_string())?;
+        // When the fleet began tracking usage: the first instance ever to connect sets it. Kept
+        // per process it would restart with every deploy, and a key never used would then never
+        // go idle in a fleet that restarts more often than max_idle_days.
+        let since_key = self.key("u:since");
+        let since = self.usage.since().to_string();
+        resp::encode(&mut buf, &[b"SET", &since_key, since.as_bytes(), b"NX"]);
+        resp::encode(&mut buf, &[b"GET", &since_key]);
+        let replies = conn.call(buf, 8, within).await.map_err(|e| e.to_string())?;
         if let Some(Value::Error(e)) = replies.iter().find(|v| matches!(v, Value::Error(_))) {
             // Redis's own message (NOAUTH, LOADING, MISCONF…): no secret in it.
             return Err(e.clone());
+        }
+        match replies.last().and_then(Value::as_int) {
+            Some(since) => self.usage.set_since(since),
+            None => return Err("unexpected reply to GET u:since".into()),
         }
         Ok(conn)
     }
