@@ -249,8 +249,8 @@ impl<'a> Values<'a> {
     }
 
     fn required(&self, i: usize) -> Result<&'a str, Rejection> {
-        match self.single(i)? {
-            Some(v) if !v.trim().is_empty() => Ok(v.trim()),
+        match self.single(i)?.map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v),
             _ => Err(Rejection::IncompleteSignature(Cow::Owned(format!(
                 "header x-acs-{} is missing",
                 READ[i]

@@ -364,24 +364,24 @@ impl<'a> SignedNames<'a> {
         let mut n = 0;
         let mut previous: &[u8] = b"";
         let mut start = 0;
-        // One pass over the bytes: each name's characters are checked before it is compared with
-        // the one before, and it before any character of the next, which is the order of the
-        // verdicts a split-then-check would give.
-        for end in 0..=bytes.len() {
-            match bytes.get(end) {
-                Some(b';') | None => {}
-                Some(&b) if TOKEN_LOWER[usize::from(b)] => continue,
-                Some(_) => return Err(not_token()),
+        // Name by name, as a split would give them: each name's characters are checked, then its
+        // order against the one before. `;` is not a token character, so one scan for the first
+        // byte that is not finds where the name ends, or what is wrong with it.
+        loop {
+            let rest = &bytes[start..];
+            let len = rest
+                .iter()
+                .position(|&b| !TOKEN_LOWER[usize::from(b)])
+                .unwrap_or(rest.len());
+            let end = start + len;
+            if len == 0 || bytes.get(end).is_some_and(|&b| b != b';') {
+                return Err(not_token());
             }
             let name = &bytes[start..end];
-            let Some(&first) = name.first() else {
-                return Err(not_token());
-            };
-            // The first bytes settle the order of almost every pair of adjacent names.
-            let in_order = match previous.first() {
-                None => true,
-                Some(&p) if p != first => first > p,
-                Some(_) => name > previous,
+            // The first bytes settle the order of most pairs of adjacent names.
+            let in_order = match (previous.first(), name.first()) {
+                (Some(p), Some(f)) if p != f => f > p,
+                _ => name > previous,
             };
             if !in_order {
                 return Err(incomplete(
@@ -393,6 +393,9 @@ impl<'a> SignedNames<'a> {
                 spans[n] = span(start, end);
             }
             n += 1;
+            if end == bytes.len() {
+                break;
+            }
             start = end + 1;
         }
         Ok(Self::new(raw, spans, n))
@@ -594,5 +597,17 @@ mod tests {
         assert!(SignedNames::parse("a;a").is_err());
         assert!(SignedNames::parse("a;;b").is_err());
         assert!(SignedNames::parse("Host").is_err());
+        // The first fault in reading order decides the message.
+        let why = |raw: &str| match SignedNames::parse(raw) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(why("b;a;C").contains("sorted"), "{}", why("b;a;C"));
+        assert!(why("a;C;b;a").contains("lower-case"));
+        for bad in ["", "a;", ";a", "a b", "a;b;"] {
+            assert!(why(bad).contains("lower-case"), "{bad:?}");
+        }
+        let ok = SignedNames::parse("a;ab;b").unwrap();
+        assert!(ok.contains("ab") && ok.contains("b") && !ok.contains("a;ab"));
     }
 }
