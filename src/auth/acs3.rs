@@ -15,9 +15,7 @@ use super::encoding::{
     Buffered, Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into,
     hex_lower_into, raw_pairs, sha256_hex,
 };
-use super::{
-    Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete, single_header,
-};
+use super::{Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete};
 use crate::error::Rejection;
 use crate::rules::{KeyMaterial, Secret};
 use crate::time::parse_iso8601_utc;
@@ -35,9 +33,6 @@ pub const REQUIRED_SIGNED_HEADERS: [&str; 6] = [
     "x-acs-version",
 ];
 
-static X_ACS_CONTENT_SHA256: http::HeaderName =
-    http::HeaderName::from_static("x-acs-content-sha256");
-
 #[derive(Debug, Clone)]
 pub struct Acs3Credential<'a> {
     pub key_id: &'a str,
@@ -47,6 +42,8 @@ pub struct Acs3Credential<'a> {
     pub signature_hex: &'a str,
     /// `signed_headers` as [`parse`] split it, so verifying does not split it again.
     pub(crate) names: SignedNames<'a>,
+    /// The one `x-acs-content-sha256` value, trimmed, as [`parse`] read it.
+    claimed_body_hash: &'a str,
 }
 
 impl Sink for Sha256 {
@@ -146,7 +143,7 @@ pub fn parse<'a>(
     let timestamp = values.required(DATE)?;
     let nonce = values.required(NONCE)?;
     values.required(VERSION)?;
-    values.required(CONTENT_SHA256)?;
+    let claimed_body_hash = values.required(CONTENT_SHA256)?;
     let security_token = values.single(SECURITY_TOKEN)?;
 
     Ok(ParsedAuth {
@@ -162,6 +159,7 @@ pub fn parse<'a>(
             signed_headers,
             signature_hex,
             names: signed,
+            claimed_body_hash,
         }),
     })
 }
@@ -479,8 +477,12 @@ pub fn verify(
     transcript: Option<&mut Vec<u8>>,
 ) -> Result<(), Rejection> {
     let payload = payload_hash(scheme, req.body);
-    let claimed = single_header(req.headers, &X_ACS_CONTENT_SHA256)?.unwrap_or_default();
-    if !claimed.trim().as_bytes().eq_ignore_ascii_case(&payload) {
+    // Read by `parse`, which refused the request unless it came once, as text, and not blank.
+    if !cred
+        .claimed_body_hash
+        .as_bytes()
+        .eq_ignore_ascii_case(&payload)
+    {
         return Err(Rejection::ContentHashMismatch);
     }
     let alg = scheme.as_str();
