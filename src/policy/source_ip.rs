@@ -62,7 +62,7 @@ type Hop = Option<IpAddr>;
 /// walked in reverse and each line from its end.
 fn xff_hops(headers: &HeaderMap) -> Vec<Hop> {
     let mut hops = Vec::new();
-    for line in headers.get_all("x-forwarded-for").iter().rev() {
+    for line in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
         let Ok(line) = line.to_str() else {
             hops.push(None);
             return hops;
@@ -173,12 +173,15 @@ fn walk(peer: IpAddr, hops: Vec<Hop>, trusted: &IpSet) -> SourceIp {
     }
 }
 
+/// A static name: looking a header up by `&str` parses and validates the name every time.
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> SourceIp {
     let peer = canonical_ip(peer);
     if trusted.is_empty() || !trusted.contains(peer) {
         return SourceIp::Peer(peer);
     }
-    let has_xff = headers.contains_key("x-forwarded-for");
+    let has_xff = headers.contains_key(&X_FORWARDED_FOR);
     let has_forwarded = headers.contains_key(http::header::FORWARDED);
     match (has_xff, has_forwarded) {
         (false, false) => SourceIp::Peer(peer),
