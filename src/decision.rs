@@ -656,29 +656,35 @@ fn run_finish<'s>(
 ///   it means, and the signature schemes read it literally.
 /// * An encoded NUL in the path, which C-based servers truncate at.
 fn target_problem(req: &RequestView<'_>) -> Option<&'static str> {
+    // Most targets have no escape and no dot at all; a byte search (memchr) settles those
+    // before the slower per-byte and per-segment checks below.
     let malformed_escape = |s: &str| {
         let b = s.as_bytes();
-        b.iter().enumerate().any(|(i, &c)| {
-            c == b'%'
-                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-        })
+        b.contains(&b'%')
+            && b.iter().enumerate().any(|(i, &c)| {
+                c == b'%'
+                    && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            })
     };
     if malformed_escape(req.path) || malformed_escape(req.query) {
         return Some("a `%` in the path or query is not followed by two hex digits");
     }
     let path = req.path.as_bytes();
-    if path.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
+    let escaped = path.contains(&b'%');
+    if escaped && path.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) {
         return Some("the path contains an encoded NUL");
     }
-    let dot_segment = path.split(|&b| b == b'/').any(|segment| {
-        auth::encoding::percent_decode(segment, false)
-            .split(|&b| b == b'/' || b == b'\\')
-            .any(|piece| {
-                let name = piece.split(|&b| b == b';').next().unwrap_or_default();
-                name == b"." || name == b".."
-            })
-    });
+    // A `.` segment needs a `.`, literal or escaped.
+    let dot_segment = (escaped || path.contains(&b'.'))
+        && path.split(|&b| b == b'/').any(|segment| {
+            auth::encoding::percent_decode(segment, false)
+                .split(|&b| b == b'/' || b == b'\\')
+                .any(|piece| {
+                    let name = piece.split(|&b| b == b';').next().unwrap_or_default();
+                    name == b"." || name == b".."
+                })
+        });
     if dot_segment {
         return Some("the path contains a `.` or `..` segment");
     }
