@@ -51,32 +51,8 @@ declare -A ADMIN=(
 )
 SCENARIOS=(direct akgate akgate-redis)
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf '\n!!! %s\n' "$*" >&2; exit 1; }
-
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
-trap stop_all EXIT
-trap 'exit 130' INT TERM
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-    local i
-    for i in $(seq 1 600); do
-        listening "$1" && return 0
-        sleep 0.1
-    done
-    die "nothing listens on 127.0.0.1:$1 after 60 s ($2); see $RUN/"
-}
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 step "what is needed: redis-server"
 REDIS_SERVER="$(command -v redis-server || true)"

@@ -336,7 +336,7 @@ fn run_front<'s, 'r, S: StateView + ?Sized>(
     } else {
         idle::check(
             key,
-            state.last_used(&key.id),
+            || state.last_used(&key.id),
             state.tracking_since(),
             snap.settings.max_idle_days,
             now,

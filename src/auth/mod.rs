@@ -545,12 +545,7 @@ mod tests {
         .collect();
         acs3::sign("GET", "/", "", &mut headers, b"", "AKID", b"secret");
         let (map, host, _) = signer_headers(&headers);
-        for query in [
-            "Action=DescribeRegions",
-            "a=1&ACTION=DescribeRegions",
-            "RegionId=x",
-            "",
-        ] {
+        let consistent = |query: &str| {
             let view = RequestView {
                 method: "GET",
                 path: "/",
@@ -560,7 +555,15 @@ mod tests {
                 body: b"",
             };
             let auth = parse(&view).unwrap();
-            assert!(check_action_consistency(&view, &auth).is_ok(), "{query}");
+            check_action_consistency(&view, &auth).is_ok()
+        };
+        for query in [
+            "Action=DescribeRegions",
+            "a=1&ACTION=DescribeRegions",
+            "RegionId=x",
+            "",
+        ] {
+            assert!(consistent(query), "{query}");
         }
         for query in [
             "Action=DeleteInstance",
@@ -568,16 +571,7 @@ mod tests {
             "x=1&aCtIoN=DeleteInstance",
             "%61%63%74%69%6F%6E=DeleteInstance",
         ] {
-            let view = RequestView {
-                method: "GET",
-                path: "/",
-                query,
-                host,
-                headers: &map,
-                body: b"",
-            };
-            let auth = parse(&view).unwrap();
-            assert!(check_action_consistency(&view, &auth).is_err(), "{query}");
+            assert!(!consistent(query), "{query}");
         }
     }
 

@@ -42,10 +42,11 @@ fn over(since: UnixSeconds, max_idle_days: u32, now: UnixSeconds) -> bool {
     max_idle_days != 0 && now.saturating_sub(since) > i64::from(max_idle_days) * DAY
 }
 
-/// Refuses a key idle for more than `max_idle_days` (0 = never).
+/// Refuses a key idle for more than `max_idle_days` (0 = never). `last_used` is asked only when
+/// the limit is on: it is a lookup in the usage table on every request.
 pub fn check(
     key: &AccessKey,
-    last_used: Option<UnixSeconds>,
+    last_used: impl FnOnce() -> Option<UnixSeconds>,
     tracking_since: UnixSeconds,
     max_idle_days: u32,
     now: UnixSeconds,
@@ -53,14 +54,14 @@ pub fn check(
     if max_idle_days == 0 {
         return Ok(());
     }
-    if over(
-        idle_since(key, last_used, tracking_since),
+    match over(
+        idle_since(key, last_used(), tracking_since),
         max_idle_days,
         now,
     ) {
-        return Err(Rejection::KeyIdle);
+        true => Err(Rejection::KeyIdle),
+        false => Ok(()),
     }
-    Ok(())
 }
 
 /// A key's idleness, for listings (`GET /keys`, `akgate keys`).
@@ -120,7 +121,7 @@ mod tests {
     #[test]
     fn zero_is_off() {
         let k = key(Some(0));
-        assert_eq!(check(&k, Some(0), 0, 0, NOW), Ok(()));
+        assert_eq!(check(&k, || Some(0), 0, 0, NOW), Ok(()));
         let a = assess(Some(0), Some(0), 0, 0, NOW);
         assert!(!a.idle && !a.soon);
         assert_eq!(a.days, NOW / DAY);
@@ -130,9 +131,9 @@ mod tests {
     fn exactly_n_days_passes_one_second_more_is_refused() {
         let k = key(None);
         let last = NOW - 90 * DAY;
-        assert_eq!(check(&k, Some(last), 0, 90, NOW), Ok(()));
+        assert_eq!(check(&k, || Some(last), 0, 90, NOW), Ok(()));
         assert_eq!(
-            check(&k, Some(last - 1), 0, 90, NOW),
+            check(&k, || Some(last - 1), 0, 90, NOW),
             Err(Rejection::KeyIdle)
         );
         let a = assess(None, Some(last), 0, 90, NOW);
@@ -155,17 +156,17 @@ mod tests {
         let k = key(Some(created));
         // Tracking began long ago: the key is idle since its creation.
         assert_eq!(
-            check(&k, None, created - DAY, 365, NOW),
+            check(&k, || None, created - DAY, 365, NOW),
             Err(Rejection::KeyIdle)
         );
         // Tracking began 10 days ago: whether it was used before is unknown.
-        assert_eq!(check(&k, None, NOW - 10 * DAY, 365, NOW), Ok(()));
+        assert_eq!(check(&k, || None, NOW - 10 * DAY, 365, NOW), Ok(()));
         assert_eq!(idle_since(&k, None, NOW - 10 * DAY), NOW - 10 * DAY);
         // No creation date: from when tracking began.
         let k = key(None);
         assert_eq!(idle_since(&k, None, NOW - 200 * DAY), NOW - 200 * DAY);
         assert_eq!(
-            check(&k, None, NOW - 200 * DAY, 180, NOW),
+            check(&k, || None, NOW - 200 * DAY, 180, NOW),
             Err(Rejection::KeyIdle)
         );
     }
@@ -173,7 +174,7 @@ mod tests {
     #[test]
     fn created_in_the_future_is_not_idle() {
         let k = key(Some(NOW + 30 * DAY));
-        assert_eq!(check(&k, None, 0, 90, NOW), Ok(()));
+        assert_eq!(check(&k, || None, 0, 90, NOW), Ok(()));
         let a = assess(Some(NOW + 30 * DAY), None, 0, 90, NOW);
         assert_eq!((a.days, a.idle, a.soon), (0, false, false));
     }
@@ -183,7 +184,7 @@ mod tests {
         // The usage record is a fact; `since` only bounds what is unknown.
         let k = key(Some(NOW));
         assert_eq!(
-            check(&k, Some(NOW - 100 * DAY), NOW - 10 * DAY, 90, NOW),
+            check(&k, || Some(NOW - 100 * DAY), NOW - 10 * DAY, 90, NOW),
             Err(Rejection::KeyIdle)
         );
     }

@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use crate::audit::{self, AuditLog};
 use crate::auth::RequestView;
 use crate::error::Rejection;
-use crate::policy::bruteforce::{self, AuthFailureGuard};
+use crate::policy::bruteforce;
 use crate::policy::source_ip::{self, SourceIp};
 use crate::rules::{AccessKey, Origin, RulesStore};
 use crate::state::{State, Use};
@@ -36,8 +36,6 @@ pub struct Gateway {
     /// Nonces, usage, second-factor windows: outside the snapshot, maybe shared by a fleet.
     pub state: Arc<State>,
     pub clock: Arc<dyn Clock>,
-    /// Authentication failures per source; lives outside the snapshot, like the nonce cache.
-    pub guard: Arc<AuthFailureGuard>,
     pub audit: AuditLog,
     client: forward::UpstreamClient,
     ids: RequestIds,
@@ -63,7 +61,6 @@ impl Gateway {
             rules,
             state,
             clock,
-            guard: Arc::new(AuthFailureGuard::new()),
             audit: AuditLog::off(),
             client: forward::client(),
             ids: RequestIds::new(),
@@ -126,7 +123,7 @@ impl Gateway {
             // The brute-force guard answers first, before any of the body is read.
             if guard_on
                 && let Some(ip) = learned.source.ip()
-                && (self.guard.is_blocked(ip, started) || self.state.fleet_blocked(ip))
+                && self.state.source_blocked(ip, started)
             {
                 return Err(Rejection::SourceThrottled);
             }
@@ -224,16 +221,9 @@ impl Gateway {
                 crate::metrics::request(decision, rejection.code(), scheme, elapsed);
                 if bruteforce::counts_as_auth_failure(&rejection) {
                     crate::metrics::auth_failure(rejection.code());
-                    if guard_on && let Some(ip) = learned.source.ip() {
-                        self.state.fleet_failure(
-                            ip,
-                            snap.settings.auth_failure_limit,
-                            snap.settings.auth_failure_cooldown,
-                        );
-                    }
                     if guard_on
                         && let Some(ip) = learned.source.ip()
-                        && self.guard.record_failure(
+                        && self.state.record_auth_failure(
                             ip,
                             snap.settings.auth_failure_limit,
                             snap.settings.auth_failure_cooldown,

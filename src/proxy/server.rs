@@ -20,7 +20,6 @@ use super::limits::{Admission, ConnTracker, Limits};
 use super::write_timeout::WriteTimeout;
 use super::{Gateway, tls};
 use crate::policy::NonceCache;
-use crate::policy::bruteforce::AuthFailureGuard;
 use crate::rules::{LoadError, LoadOptions, RulesStore, store};
 use crate::state::fleet::FleetConfig;
 use crate::state::{State, StateSpec};
@@ -135,7 +134,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         false => None,
     };
     spawn_sighup(rules.clone());
-    spawn_maintenance(state.clone(), gateway.guard.clone(), clock);
+    spawn_maintenance(state.clone(), clock);
     crate::metrics::spawn_upkeep();
     crate::metrics::prime();
     crate::metrics::state_up(state.store_up());
@@ -301,19 +300,18 @@ fn spawn_sighup(rules: Arc<RulesStore>) {
 
 /// Every 5 s: expired nonces out, stale brute-force entries out, the throttled-sources gauge
 /// recounted.
-fn spawn_maintenance(state: Arc<State>, guard: Arc<AuthFailureGuard>, clock: Arc<dyn Clock>) {
+fn spawn_maintenance(state: Arc<State>, clock: Arc<dyn Clock>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             let state = state.clone();
-            let guard = guard.clone();
             let now = clock.now();
             let _ = tokio::task::spawn_blocking(move || {
                 state.nonces().evict_expired(now);
                 state.local.mfa.evict_expired(now);
                 crate::metrics::nonces(state.nonces().len());
-                let blocked = guard.evict(std::time::Instant::now());
+                let blocked = state.local.guard.evict(std::time::Instant::now());
                 crate::metrics::sources_throttled(blocked);
             })
             .await;

@@ -15,8 +15,10 @@ pub mod usage;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::policy::NonceCache;
+use crate::policy::bruteforce::AuthFailureGuard;
 use crate::policy::replay::NonceOutcome;
 use crate::time::UnixSeconds;
 
@@ -77,7 +79,7 @@ pub enum FailMode {
 pub struct StateConfig {
     pub spec: StateSpec,
     pub fail: FailMode,
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 /// Record `nonce` for `key_id` until `expires`, unless it is already recorded.
@@ -156,6 +158,8 @@ pub struct Use<'a> {
 pub struct Local {
     pub nonces: NonceCache,
     pub mfa: MfaWindows,
+    /// Authentication failures per source seen by this instance.
+    pub guard: AuthFailureGuard,
 }
 
 impl Local {
@@ -163,6 +167,7 @@ impl Local {
         Local {
             nonces,
             mfa: MfaWindows::new(),
+            guard: AuthFailureGuard::new(),
         }
     }
 
@@ -250,7 +255,7 @@ impl State {
         nonces: NonceCache,
         dir: &std::path::Path,
         now: UnixSeconds,
-        every: std::time::Duration,
+        every: Duration,
     ) -> Result<Self, persist::PersistError> {
         let usage = persist::open(dir, now)?;
         let persister = persist::spawn(usage.clone(), dir.to_path_buf(), every);
@@ -318,16 +323,26 @@ impl State {
         self.fleet.as_ref().is_none_or(|f| f.healthy())
     }
 
-    /// Whether `ip` is on a brute-force cool-down anywhere in the fleet (memory only).
-    pub fn fleet_blocked(&self, ip: IpAddr) -> bool {
-        self.fleet.as_ref().is_some_and(|f| f.is_blocked(ip))
+    /// Whether `ip` is on a brute-force cool-down, here or (as of the last fetch, about a
+    /// second ago) anywhere in the fleet. Reads memory only.
+    pub fn source_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.local.guard.is_blocked(ip, now)
+            || self.fleet.as_ref().is_some_and(|f| f.is_blocked(ip))
     }
 
-    /// Counts a failed authentication across the fleet; no-op without one.
-    pub fn fleet_failure(&self, ip: IpAddr, limit: u32, cooldown: std::time::Duration) {
+    /// Counts a failed authentication from `ip`, here and (without waiting) in the fleet. True
+    /// when this instance's count just started a cool-down.
+    pub fn record_auth_failure(
+        &self,
+        ip: IpAddr,
+        limit: u32,
+        cooldown: Duration,
+        now: Instant,
+    ) -> bool {
         if let Some(f) = &self.fleet {
             f.record_failure(ip, limit, cooldown);
         }
+        self.local.guard.record_failure(ip, limit, cooldown, now)
     }
 
     /// Shares or writes what is not shared or written yet, and stops the background tasks.
