@@ -209,7 +209,7 @@ async fn sighup_reloads_when_watching_is_off() {
     let text = std::fs::read_to_string(&leaked).unwrap();
     save_by_rename(
         &leaked,
-        &format!("{text}\n[[leaked_key]]\nid = \"{}\"\n", ALICE.0),
+        format!("{text}\n[[leaked_key]]\nid = \"{}\"\n", ALICE.0),
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
