@@ -3,7 +3,7 @@
 
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
@@ -31,6 +31,186 @@ pub struct RulesStore {
     current: ArcSwap<Snapshot>,
     /// Serialises reloads (watcher, SIGHUP, admin) and holds their history. Requests never take it.
     status: Mutex<ReloadStatus>,
+    /// Snapshots replaced by a reload, kept until no request holds them any more.
+    retired: Arc<Retired>,
+}
+
+/// A request holds the snapshot it started with (an `Arc`) until its response is sent, upstream
+/// round trip included. Were the store to let go of a replaced snapshot at once, the last such
+/// request to finish would run its destructor: freeing 100k keys and their allowlist tries takes
+/// tens to hundreds of milliseconds, on a runtime worker, stalling every connection it serves.
+/// So the store keeps each replaced snapshot here, and a reclaimer thread
+/// (`akgate-rules-reclaim`) drops it once it is the only holder left: a request's clone is then
+/// never the last one.
+///
+/// Bounded: at most [`MAX_RETIRED`] are kept. Past that (a request holding a snapshot across
+/// many reloads: a slow upstream, a long upload), the oldest is let go and freed by whoever holds
+/// it last, as if there were no reclaimer; the list never grows without end.
+struct Retired {
+    state: Mutex<RetiredState>,
+    /// Wakes the reclaimer: a snapshot was retired, or the store is gone.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct RetiredState {
+    held: Vec<Arc<Snapshot>>,
+    /// The store was dropped: the reclaimer exits.
+    closed: bool,
+    reclaimer: Reclaimer,
+}
+
+#[derive(Default, PartialEq, Eq, Debug)]
+enum Reclaimer {
+    /// Started with the first retired snapshot (a store that never reloads needs no thread).
+    #[default]
+    NotStarted,
+    Running,
+    /// The thread could not be spawned; each reload sweeps instead, on its own thread.
+    Unavailable,
+    /// Unit tests drive [`Retired::sweep`] by hand.
+    #[cfg(test)]
+    Manual,
+}
+
+/// At most this many replaced snapshots are kept for the reclaimer; see [`Retired`].
+const MAX_RETIRED: usize = 16;
+
+/// The reclaimer looks again this soon after a snapshot is retired (requests in flight usually
+/// finish within milliseconds), then backs off, doubling up to [`RECLAIM_MAX_DELAY`], while some
+/// snapshot is still held. Reading a reference count is all a look costs.
+const RECLAIM_FIRST_DELAY: Duration = Duration::from_millis(10);
+const RECLAIM_MAX_DELAY: Duration = Duration::from_secs(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these leaves plain data behind, still consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Retired {
+    fn new() -> Arc<Self> {
+        Arc::new(Retired {
+            state: Mutex::new(RetiredState::default()),
+            wake: Condvar::new(),
+        })
+    }
+
+    /// Keeps `old` until nobody else holds it. Called by a reload, off the request path.
+    fn retire(self: &Arc<Self>, old: Arc<Snapshot>) {
+        let mut st = lock(&self.state);
+        st.held.push(old);
+        let mut freed = Vec::new();
+        let mut given_up = None;
+        if st.reclaimer == Reclaimer::NotStarted {
+            st.reclaimer = match self.spawn_reclaimer() {
+                Ok(()) => Reclaimer::Running,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the rules reclaimer thread; replaced rule sets are freed by the next reload");
+                    Reclaimer::Unavailable
+                }
+            };
+        }
+        if st.reclaimer == Reclaimer::Unavailable || st.held.len() > MAX_RETIRED {
+            freed = take_unshared(&mut st.held);
+        }
+        if st.held.len() > MAX_RETIRED {
+            given_up = Some(st.held.remove(0));
+        }
+        let generation = given_up.as_ref().map(|s| s.generation);
+        drop(st);
+        self.wake.notify_all();
+        // Freed here, on the reloading thread, outside the lock.
+        drop(freed);
+        if let Some(generation) = generation {
+            tracing::info!(
+                generation,
+                "a replaced rule set is still in use after {MAX_RETIRED} reloads; the request holding it will free it"
+            );
+        }
+        drop(given_up);
+    }
+
+    fn spawn_reclaimer(self: &Arc<Self>) -> std::io::Result<()> {
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("akgate-rules-reclaim".into())
+            .spawn(move || this.reclaim_loop())
+            .map(drop)
+    }
+
+    /// Drops every retired snapshot nobody else holds any more; returns how many it dropped.
+    fn sweep(&self) -> usize {
+        let freed = take_unshared(&mut lock(&self.state).held);
+        let n = freed.len();
+        // Destructors run here, outside the lock, so a reload retiring meanwhile never waits.
+        drop(freed);
+        n
+    }
+
+    fn reclaim_loop(&self) {
+        let mut delay = RECLAIM_FIRST_DELAY;
+        loop {
+            {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.closed {
+                        return;
+                    }
+                    if !st.held.is_empty() {
+                        break;
+                    }
+                    delay = RECLAIM_FIRST_DELAY;
+                    st = self
+                        .wake
+                        .wait(st)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                // Wait before looking: a snapshot just retired is usually still in use for a few
+                // milliseconds. A newly retired one or the store's end wakes this early.
+                st = self
+                    .wake
+                    .wait_timeout(st, delay)
+                    .map(|(st, _)| st)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                if st.closed {
+                    return;
+                }
+            }
+            if self.sweep() == 0 {
+                delay = (delay * 2).min(RECLAIM_MAX_DELAY);
+            } else {
+                delay = RECLAIM_FIRST_DELAY;
+            }
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Takes out of `held` the snapshots only the list still holds. A retired snapshot is no longer
+/// reachable through the store's pointer, so nobody can take a new reference to it: once its count
+/// is 1, it stays 1.
+fn take_unshared(held: &mut Vec<Arc<Snapshot>>) -> Vec<Arc<Snapshot>> {
+    let mut freed = Vec::new();
+    let mut i = 0;
+    while i < held.len() {
+        if Arc::strong_count(&held[i]) == 1 {
+            freed.push(held.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    freed
+}
+
+/// The reclaimer thread exits when the store goes (it is never joined: nothing waits for it).
+impl Drop for RulesStore {
+    fn drop(&mut self) {
+        self.retired.close();
+    }
 }
 
 impl RulesStore {
@@ -49,6 +229,7 @@ impl RulesStore {
                 last_success_at: Some(now),
                 ..Default::default()
             }),
+            retired: Retired::new(),
         })
     }
 
@@ -56,7 +237,9 @@ impl RulesStore {
         &self.dir
     }
 
-    /// The current snapshot. One atomic load and reference-count increment; no lock.
+    /// The current snapshot. One atomic load and reference-count increment; no lock. Hold it as
+    /// long as the request needs it: a snapshot replaced meanwhile is freed by the store's
+    /// reclaimer thread, not by the caller's drop (see [`Retired`]).
     #[inline]
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -97,7 +280,9 @@ impl RulesStore {
                 let generation = snap.generation;
                 log_warnings(&snap.warnings);
                 crate::metrics::rules_loaded(&snap, "success", now);
-                self.current.store(Arc::new(snap));
+                drop(current);
+                let old = self.current.swap(Arc::new(snap));
+                self.retired.retire(old);
                 status.last_error = None;
                 status.last_success_at = Some(now);
                 tracing::info!(generation, "rules reloaded");
@@ -322,5 +507,145 @@ mod tests {
         let lines = warning_lines(&warnings);
         let want: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(lines, want);
+    }
+}
+
+#[cfg(test)]
+mod retire_tests {
+    use super::*;
+    use std::sync::Weak;
+
+    const RULES: &str = r#"
+[[account]]
+id = "1001"
+
+[[access_key]]
+id = "AK1"
+account = "1001"
+secret = "s1"
+status = "active"
+
+[[service]]
+name = "ecs"
+
+[[route]]
+path_prefix = "/"
+service = "ecs"
+upstream = "http://127.0.0.1:9000"
+"#;
+
+    /// A store on a fresh directory; `manual`: no reclaimer thread, the test sweeps.
+    fn store(manual: bool) -> (tempfile::TempDir, RulesStore) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("rules.toml"), RULES).unwrap();
+        let store = RulesStore::open(d.path(), LoadOptions::default()).unwrap();
+        if manual {
+            lock(&store.retired.state).reclaimer = Reclaimer::Manual;
+        }
+        (d, store)
+    }
+
+    /// Edits the rule set (a new account name each time) and reloads it.
+    fn edit_and_reload(dir: &Path, store: &RulesStore, n: usize) {
+        let text = RULES.replace(
+            "id = \"1001\"\n",
+            &format!("id = \"1001\"\nname = \"n{n}\"\n"),
+        );
+        std::fs::write(dir.join("rules.toml"), text).unwrap();
+        assert!(
+            matches!(store.reload(), ReloadOutcome::Applied { .. }),
+            "edit {n}"
+        );
+    }
+
+    fn held(store: &RulesStore) -> usize {
+        lock(&store.retired.state).held.len()
+    }
+
+    #[test]
+    fn a_replaced_snapshot_outlives_its_last_request_until_swept() {
+        let (d, store) = store(true);
+        let in_flight = store.load();
+        let weak: Weak<Snapshot> = Arc::downgrade(&in_flight);
+        edit_and_reload(d.path(), &store, 1);
+        assert_eq!(store.load().generation, 2);
+        assert_eq!(store.retired.sweep(), 0, "still in use by the request");
+        // The request ends: its drop is not the last one, the store still holds the snapshot.
+        drop(in_flight);
+        assert!(weak.upgrade().is_some(), "freed by the request's drop");
+        assert_eq!(held(&store), 1);
+        assert_eq!(store.retired.sweep(), 1);
+        assert!(weak.upgrade().is_none(), "the sweep freed it");
+        assert_eq!(held(&store), 0);
+        // A snapshot nobody held when it was replaced goes at the next sweep too.
+        let weak = Arc::downgrade(&store.load());
+        edit_and_reload(d.path(), &store, 2);
+        assert!(weak.upgrade().is_some());
+        assert_eq!(store.retired.sweep(), 1);
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn the_reclaimer_thread_frees_replaced_snapshots() {
+        let (d, store) = store(false);
+        let in_flight = store.load();
+        let weak = Arc::downgrade(&in_flight);
+        edit_and_reload(d.path(), &store, 1);
+        assert_eq!(lock(&store.retired.state).reclaimer, Reclaimer::Running);
+        drop(in_flight);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while weak.upgrade().is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(weak.upgrade().is_none(), "never reclaimed");
+        assert_eq!(held(&store), 0);
+        // Dropping the store ends the reclaimer without waiting for anything.
+        let in_flight = store.load();
+        edit_and_reload(d.path(), &store, 2);
+        drop(store);
+        assert_eq!(
+            in_flight.generation, 2,
+            "a request's snapshot outlives the store"
+        );
+    }
+
+    #[test]
+    fn snapshots_held_across_many_reloads_do_not_grow_the_list() {
+        let (d, store) = store(true);
+        let mut in_flight = Vec::new();
+        for n in 0..MAX_RETIRED + 3 {
+            in_flight.push(store.load());
+            edit_and_reload(d.path(), &store, n);
+            assert!(held(&store) <= MAX_RETIRED, "{}", held(&store));
+        }
+        assert_eq!(held(&store), MAX_RETIRED);
+        // The oldest were let go: their last holder (this test) frees them.
+        let oldest = Arc::downgrade(&in_flight[0]);
+        let newest = Arc::downgrade(in_flight.last().unwrap());
+        in_flight.clear();
+        assert!(oldest.upgrade().is_none(), "given up by the store");
+        assert!(newest.upgrade().is_some(), "kept for the reclaimer");
+        assert_eq!(store.retired.sweep(), MAX_RETIRED);
+        assert!(newest.upgrade().is_none());
+        // Snapshots nobody holds are swept on the way rather than given up.
+        for n in 100..100 + 2 * MAX_RETIRED {
+            edit_and_reload(d.path(), &store, n);
+        }
+        assert!(held(&store) <= MAX_RETIRED);
+    }
+
+    #[test]
+    fn without_a_reclaimer_each_reload_sweeps() {
+        let (d, store) = store(true);
+        lock(&store.retired.state).reclaimer = Reclaimer::Unavailable;
+        let weak = Arc::downgrade(&store.load());
+        edit_and_reload(d.path(), &store, 1);
+        edit_and_reload(d.path(), &store, 2);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(
+            held(&store),
+            0,
+            "nobody held them: freed by the reloads themselves"
+        );
     }
 }
