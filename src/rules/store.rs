@@ -4,13 +4,13 @@
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
 /// What one reload did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ReloadOutcome {
     Applied { generation: u64 },
     Unchanged,
@@ -29,10 +29,26 @@ pub struct RulesStore {
     dir: PathBuf,
     opts: LoadOptions,
     current: ArcSwap<Snapshot>,
-    /// Serialises reloads (watcher, SIGHUP, admin) and holds their history. Requests never take it.
+    /// Serialises and paces reloads (watcher, SIGHUP, admin); held for a whole reload, pacing
+    /// wait included. Requests and status reads never take it.
+    pacing: Mutex<Pacing>,
+    /// Reload history; taken only for short reads and updates, never across a reload, so the
+    /// admin listener answers (on a runtime worker) while a long reload runs.
     status: Mutex<ReloadStatus>,
     /// Snapshots replaced by a reload, kept until no request holds them any more.
     retired: Arc<Retired>,
+}
+
+/// When reloads may run, and what the last one found.
+#[derive(Default)]
+struct Pacing {
+    /// No reload starts before this: the last one's end plus its duration.
+    not_before: Option<Instant>,
+    /// When the last reload started reading the files, and its outcome.
+    last: Option<(Instant, ReloadOutcome)>,
+    /// (start, end) of every reload run, for the pacing tests.
+    #[cfg(test)]
+    runs: Vec<(Instant, Instant)>,
 }
 
 /// A request holds the snapshot it started with (an `Arc`) until its response is sent, upstream
@@ -225,6 +241,7 @@ impl RulesStore {
             dir: dir.to_path_buf(),
             opts,
             current: ArcSwap::from_pointee(snap),
+            pacing: Mutex::new(Pacing::default()),
             status: Mutex::new(ReloadStatus {
                 last_success_at: Some(now),
                 ..Default::default()
@@ -246,23 +263,58 @@ impl RulesStore {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.status).clone()
     }
 
     /// Re-reads the directory. A rule set that fails to load is refused whole and the current one
     /// keeps serving; a new generation is made only for a valid set whose content hash differs.
     /// Any valid outcome clears `last_error`.
+    ///
+    /// Every trigger (the watcher, `SIGHUP`, `POST /rules/reload`) comes through here, and reloads
+    /// are paced: a reload that took T is not followed by the next before T has passed (it waits,
+    /// on the caller's thread, which is never a request's), so back-to-back reloads of a large
+    /// rule set use at most about half a CPU, and the request workers keep the rest. Triggers
+    /// that arrive while a reload waits or runs are not queued up one reload each: a call returns
+    /// the outcome of a reload that started reading the files after the call arrived (that reload
+    /// saw every change made before the call), and only otherwise reloads itself.
     pub fn reload(&self) -> ReloadOutcome {
-        let mut status = match self.status.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        self.reload_arrived(Instant::now())
+    }
+
+    /// [`Self::reload`] for a trigger that arrived at `arrived`.
+    fn reload_arrived(&self, arrived: Instant) -> ReloadOutcome {
+        let mut pacing = lock(&self.pacing);
+        if let Some((started, outcome)) = &pacing.last
+            && *started > arrived
+        {
+            return outcome.clone();
+        }
+        if let Some(wait) = pacing
+            .not_before
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
+        let started = Instant::now();
+        let outcome = self.reload_now();
+        let ended = Instant::now();
+        pacing.not_before = Some(ended + (ended - started));
+        pacing.last = Some((started, outcome.clone()));
+        #[cfg(test)]
+        pacing.runs.push((started, ended));
+        outcome
+    }
+
+    fn reload_now(&self) -> ReloadOutcome {
         let now = SystemClock.now();
         match load_dir(&self.dir, &self.opts) {
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "rule reload refused; the previous rule set keeps serving");
-                status.last_error = Some(e.to_string());
-                status.last_error_at = Some(now);
+                {
+                    let mut status = lock(&self.status);
+                    status.last_error = Some(e.to_string());
+                    status.last_error_at = Some(now);
+                }
                 crate::metrics::rules_reload_failed();
                 ReloadOutcome::Failed(e)
             }
@@ -271,7 +323,7 @@ impl RulesStore {
                 if snap.content_hash == current.content_hash {
                     // The files are good again (a half-written file completed, a deleted one
                     // restored as it was): an earlier failure no longer describes them.
-                    status.last_error = None;
+                    lock(&self.status).last_error = None;
                     crate::metrics::rules_reload_unchanged();
                     return ReloadOutcome::Unchanged;
                 }
@@ -282,9 +334,12 @@ impl RulesStore {
                 crate::metrics::rules_loaded(&snap, "success", now);
                 drop(current);
                 let old = self.current.swap(Arc::new(snap));
+                {
+                    let mut status = lock(&self.status);
+                    status.last_error = None;
+                    status.last_success_at = Some(now);
+                }
                 self.retired.retire(old);
-                status.last_error = None;
-                status.last_success_at = Some(now);
                 tracing::info!(generation, "rules reloaded");
                 ReloadOutcome::Applied { generation }
             }
@@ -370,7 +425,7 @@ pub struct Watcher {
 ///
 /// Events only wake one reload thread (`akgate-rules-reload`) through a one-slot channel: reloads
 /// never run on a request's task, never overlap, and a storm of events cannot queue up work or
-/// threads. That thread waits for the quiet period (at most `10 × debounce` while events keep
+/// threads. Like every reload, they are paced (see [`RulesStore::reload`]). That thread waits for the quiet period (at most `10 × debounce` while events keep
 /// coming), reloads, retries a failed reload on the [`RETRY_DELAYS`] schedule while the last good
 /// set keeps serving, and exits when the watcher is dropped. Debouncing is done here rather than
 /// per path (as `notify-debouncer-full` does): that one cancels a create followed by a remove of
@@ -632,6 +687,68 @@ upstream = "http://127.0.0.1:9000"
             edit_and_reload(d.path(), &store, n);
         }
         assert!(held(&store) <= MAX_RETIRED);
+    }
+
+    fn runs(store: &RulesStore) -> Vec<(Instant, Instant)> {
+        lock(&store.pacing).runs.clone()
+    }
+
+    #[test]
+    fn a_reload_that_took_t_is_followed_by_the_next_after_t() {
+        let (d, store) = store(true);
+        // Enough keys that a reload takes a while.
+        let mut text = RULES.to_string();
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "[[access_key]]\nid = \"AKX{i}\"\naccount = \"1001\"\nsecret = \"s{i}\"\nstatus = \"active\"\n"
+            ));
+        }
+        std::fs::write(d.path().join("rules.toml"), &text).unwrap();
+        assert!(matches!(store.reload(), ReloadOutcome::Applied { .. }));
+        // Unchanged and failed reloads cost as much and are paced alike.
+        assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
+        std::fs::write(d.path().join("rules.toml"), "[[access_key]\n").unwrap();
+        assert!(matches!(store.reload(), ReloadOutcome::Failed(_)));
+        std::fs::write(d.path().join("rules.toml"), &text).unwrap();
+        assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
+        let runs = runs(&store);
+        assert_eq!(runs.len(), 4);
+        for pair in runs.windows(2) {
+            let ((s1, e1), (s2, _)) = (pair[0], pair[1]);
+            assert!(s2 >= e1 + (e1 - s1), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn triggers_arriving_during_a_reload_share_its_outcome() {
+        let (d, store) = store(true);
+        let store = Arc::new(store);
+        let arrived = Instant::now();
+        std::fs::write(d.path().join("rules.toml"), RULES.replace("s1", "s2")).unwrap();
+        // Five triggers arrive while another reload holds the store (here: the test).
+        let pacing = lock(&store.pacing);
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.reload_arrived(arrived))
+            })
+            .collect();
+        drop(pacing);
+        for t in threads {
+            let outcome = t.join().unwrap();
+            assert!(
+                matches!(outcome, ReloadOutcome::Applied { generation: 2 }),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(
+            runs(&store).len(),
+            1,
+            "one reload read the files for all five"
+        );
+        // A trigger arriving after that reload started reads the files itself.
+        assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
+        assert_eq!(runs(&store).len(), 2);
     }
 
     #[test]
