@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod forward;
 pub mod limits;
+pub mod pool;
 pub mod response;
 pub mod server;
 pub mod tls;

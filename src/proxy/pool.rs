@@ -1,0 +1,1 @@
+//! Upstream connections kept alive between requests (being written).
