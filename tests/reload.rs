@@ -983,3 +983,64 @@ async fn keys_whose_allowlists_do_not_intersect_are_warned_about() {
     let out = assert_refuse_all_reported(&w).await;
     assert!(out.contains("no address in common"), "{out}");
 }
+
+/// A rule file rewritten in place is empty for an instant. A reload reading it then (a retry, a
+/// `SIGHUP`, `POST /rules/reload`) must not apply the set without that file's rules: with
+/// `leaked.toml`, the leaked key would get its high-risk actions back. A file that was not empty
+/// in the served set and is now zero bytes long is refused as being written; to empty one on
+/// purpose, leave a comment in it or delete it.
+#[tokio::test]
+async fn a_rule_file_caught_empty_is_refused_until_written() {
+    let w = world(&["--no-watch"]).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let good = std::fs::read_to_string(&leaked).unwrap();
+    assert_eq!(status_of(&w, "DeleteInstance", LEAKED).await, 403);
+    for round in 0..3 {
+        write_in_place(&leaked, "");
+        let r = post_reload(&w).await;
+        assert_eq!(r.headers["x-akgate-reload"], "error", "round {round}");
+        refused_while_the_old_rules_serve(&w, "leaked.toml:0:0: empty").await;
+        // Refused again on the next trigger, for as long as the file stays empty.
+        assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "error");
+        assert_eq!(status_of(&w, "DeleteInstance", LEAKED).await, 403);
+        // Written back: the same set, no new generation, the error clears.
+        write_in_place(&leaked, &good);
+        assert_eq!(
+            post_reload(&w).await.headers["x-akgate-reload"],
+            "unchanged"
+        );
+        recovered(&w).await;
+    }
+
+    // Emptied on purpose, with a comment: applied, and the flag is gone.
+    write_in_place(&leaked, "# no leaked keys for now\n");
+    assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "applied");
+    assert_eq!(status_of(&w, "DeleteInstance", LEAKED).await, 200);
+    // Zero bytes after the comment: still taken as a write under way.
+    write_in_place(&leaked, "");
+    assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "error");
+    // Deleted: applied (a set without leaked.toml is valid).
+    std::fs::remove_file(&leaked).unwrap();
+    assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "applied");
+    // Created empty (a new file: nothing of it is being served): accepted.
+    std::fs::write(&leaked, "").unwrap();
+    assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "applied");
+    // And filled: the flag is back.
+    write_in_place(&leaked, &good);
+    assert_eq!(post_reload(&w).await.headers["x-akgate-reload"], "applied");
+    assert_eq!(status_of(&w, "DeleteInstance", LEAKED).await, 403);
+}
+
+/// The same with the watcher: the file truncated in place is seen, refused (its retries too),
+/// and the leaked key stays refused until the file is whole again.
+#[tokio::test]
+async fn a_rule_file_truncated_in_place_keeps_the_leaked_flags_with_the_watcher() {
+    let w = world(&[]).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let good = std::fs::read_to_string(&leaked).unwrap();
+    write_in_place(&leaked, "");
+    refused_while_the_old_rules_serve(&w, "leaked.toml:0:0: empty").await;
+    write_in_place(&leaked, &good);
+    recovered(&w).await;
+    assert_eq!(status_of(&w, "DeleteInstance", LEAKED).await, 403);
+}

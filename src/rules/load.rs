@@ -235,6 +235,13 @@ pub fn load_dir_with(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
+    let files = read_sources(dir)?;
+    load_sources(dir, files, opts, check)
+}
+
+/// Reads the rule files of `dir` ([`rule_files`]) as `(file name, text)`, sorted by name, for
+/// [`load_sources`]. Fails when there are none, or one cannot be read.
+pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let whole = |message: String| LoadError {
         problems: vec![Problem {
             file: dir.display().to_string(),
@@ -267,7 +274,7 @@ pub fn load_dir_with(
         })?;
         files.push((name, text));
     }
-    load_sources(dir, files, opts, check)
+    Ok(files)
 }
 
 /// Compiles rule files already in memory, `(file name, text)`, in the order given ([`load_dir`]
@@ -680,6 +687,13 @@ fn compile(
         });
     }
     Ok(Snapshot {
+        sources: files
+            .iter()
+            .map(|f| super::SourceInfo {
+                name: f.name.clone(),
+                len: f.text.len() as u64,
+            })
+            .collect(),
         generation: 0,
         content_hash: hex_lower(&hash.finalize()),
         loaded_at: 0,

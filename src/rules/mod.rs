@@ -324,9 +324,19 @@ impl Default for Settings {
     }
 }
 
+/// One rule file of a snapshot, as it was read.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub name: Arc<str>,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
 /// One complete, validated rule set.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The rule files it was compiled from, in load order.
+    pub sources: Vec<SourceInfo>,
     pub generation: u64,
     /// Hex SHA-256 over every rule file (name and bytes) and every secret file it references.
     pub content_hash: String,
