@@ -94,6 +94,44 @@ async fn allowed_call_is_forwarded_with_identity_headers_and_answered_unchanged(
     assert_eq!(seen.headers["x-acs-action"], "DescribeInstances");
 }
 
+/// What belongs to the client's connection to us, or what a client claims about itself, stops
+/// at the gateway; ordinary headers pass.
+#[tokio::test]
+async fn hop_by_hop_and_self_claimed_headers_stop_at_the_gateway() {
+    let w = world().await;
+    let req = signed(&w.host, "DescribeRegions", "", ALICE, b"", 0)
+        .header("connection", "x-hop-listed, keep-alive")
+        .header("x-hop-listed", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic ZmFrZTpmYWtl")
+        .header("x-real-ip", "10.9.9.9")
+        .header("forwarded", "for=10.9.9.9")
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("x-kept", "yes");
+    let resp = send(w.gw.proxy, &req).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let seen = w.up.last();
+    for gone in [
+        "x-hop-listed",
+        "keep-alive",
+        "proxy-authorization",
+        "x-real-ip",
+        "forwarded",
+        "authorization",
+    ] {
+        assert!(
+            seen.headers.get(gone).is_none(),
+            "{gone} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x-kept"], "yes");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(seen.headers.get_all("host").iter().count(), 1);
+    assert_eq!(seen.headers["x-akgate-key"], ALICE.0);
+}
+
 #[tokio::test]
 async fn every_refusal_has_its_code_and_status() {
     let w = world().await;

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, request::Parts};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,6 +54,21 @@ fn connection_listed(headers: &HeaderMap, name: &HeaderName) -> bool {
     })
 }
 
+/// Removes, in place, every header for which `drop` says so (all values of the name). Most
+/// messages have none or one or two such names: finding them is one pass over the names with no
+/// hashing, and only those found are removed.
+fn remove_where(headers: &mut HeaderMap, mut drop: impl FnMut(&HeaderMap, &HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if drop(headers, name) && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 pub struct Identity<'a> {
     pub key: &'a AccessKey,
     pub request_id: &'a str,
@@ -72,83 +87,98 @@ fn is_gateway_owned(name: &HeaderName) -> bool {
         || n == "host"
 }
 
+static X_AKGATE_ACCOUNT: HeaderName = HeaderName::from_static("x-akgate-account");
+static X_AKGATE_USER: HeaderName = HeaderName::from_static("x-akgate-user");
+static X_AKGATE_KEY: HeaderName = HeaderName::from_static("x-akgate-key");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The request the upstream gets, built from the client's: its header map is filtered in place
+/// (not copied name by name, which rehashed every header) and the gateway's own headers are set.
 pub fn upstream_request(
     route: &Route,
-    parts: &Parts,
-    host: Option<&str>,
+    method: &Method,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    host: Option<HeaderValue>,
     body: Bytes,
     id: &Identity<'_>,
 ) -> Result<Request<Full<Bytes>>, Rejection> {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(route.upstream.clone())
-        .path_and_query(path_and_query)
-        .build()
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(http::uri::Scheme::HTTP);
+    target.authority = Some(route.upstream.clone());
+    target.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(target)
         .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".into()))?;
+
+    // A chain of X-Forwarded-For is kept only when it came through a proxy we trust; otherwise it
+    // is whatever the client chose to write, and the upstream would be misled by it. Read before
+    // the client's copy is removed below.
+    let xff = forwarded_for(&headers, id);
 
     // Addresses a client claims for itself mean nothing unless a trusted proxy vouched for them;
     // an upstream reading them must not be misled either (X-Forwarded-For is rewritten below).
-    let claimed_address = |name: &HeaderName| {
-        matches!(id.source, SourceIp::Peer(_))
-            && (name == header::FORWARDED || name.as_str() == "x-real-ip")
-    };
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
-    for (name, value) in &parts.headers {
-        // The body is forwarded as the bytes verified, whatever framing carried them in; the
-        // client's Content-Length must not describe it to the upstream.
-        if is_hop_by_hop(name)
+    let direct = matches!(id.source, SourceIp::Peer(_));
+    let has_connection = headers.contains_key(header::CONNECTION);
+    remove_where(&mut headers, |headers, name| {
+        is_hop_by_hop(name)
             || is_gateway_owned(name)
-            || connection_listed(&parts.headers, name)
-            || name == header::CONTENT_LENGTH
-            || claimed_address(name)
-        {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
+            // The body is forwarded as the bytes verified, whatever framing carried them in; the
+            // client's Content-Length must not describe it to the upstream.
+            || *name == header::CONTENT_LENGTH
+            || (direct && (*name == header::FORWARDED || *name == X_REAL_IP))
+            || (has_connection && connection_listed(headers, name))
+    });
     // The Host the client signed is the one the upstream sees: the gateway is transparent.
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(h) = host {
         headers.insert(header::HOST, h);
     }
     let key = id.key;
-    let set = |headers: &mut HeaderMap, name: &'static str, v: &str| {
+    let set = |headers: &mut HeaderMap, name: &HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
-            headers.insert(name, v);
+            headers.insert(name.clone(), v);
         }
     };
-    set(&mut headers, "x-akgate-account", &key.account.id);
+    set(&mut headers, &X_AKGATE_ACCOUNT, &key.account.id);
     if let Some(user) = &key.user {
-        set(&mut headers, "x-akgate-user", &user.name);
+        set(&mut headers, &X_AKGATE_USER, &user.name);
     }
-    set(&mut headers, "x-akgate-key", &key.id);
-    set(&mut headers, "x-request-id", id.request_id);
-    // A chain of X-Forwarded-For is kept only when it came through a proxy we trust; otherwise it
-    // is whatever the client chose to write, and the upstream would be misled by it.
-    let peer = id.peer.to_string();
-    let xff = match id.source {
-        SourceIp::Forwarded { .. } | SourceIp::Unknown => {
-            let prior: Vec<&str> = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if prior.is_empty() {
-                peer
-            } else {
-                format!("{}, {peer}", prior.join(", "))
-            }
-        }
-        SourceIp::Peer(_) => peer,
-    };
-    set(&mut headers, "x-forwarded-for", &xff);
+    set(&mut headers, &X_AKGATE_KEY, &key.id);
+    set(&mut headers, &X_REQUEST_ID, id.request_id);
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    }
 
     let mut req = Request::new(Full::new(body));
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The X-Forwarded-For the upstream gets: the peer, after the chain that reached us only when a
+/// trusted proxy forwarded the request.
+fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> {
+    use std::fmt::Write as _;
+    let mut xff = String::with_capacity(48);
+    if matches!(id.source, SourceIp::Forwarded { .. } | SourceIp::Unknown) {
+        for prior in headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(xff, "{}", id.peer);
+    HeaderValue::from_str(&xff).ok()
 }
 
 pub async fn send(
@@ -165,26 +195,20 @@ pub async fn send(
         Ok(Ok(resp)) => resp,
     };
     let (mut parts, body) = resp.into_parts();
-    let listed: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|n| connection_listed(&parts.headers, n))
-        .cloned()
-        .collect();
-    for name in listed {
-        parts.headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        parts.headers.remove(name);
-    }
+    let has_connection = parts.headers.contains_key(header::CONNECTION);
+    remove_where(&mut parts.headers, |headers, name| {
+        // Hop-by-hop: they describe our connection to the upstream, not the client's to us.
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        ) || (has_connection && connection_listed(headers, name))
+    });
     Ok(Response::from_parts(
         parts,
         IdleTimeout::new(body, timeout).boxed(),
