@@ -2,7 +2,8 @@
 //! 10 to 1M CIDRs, through the library (`load_dir`, the snapshot, `decide`).
 //!
 //! `cargo bench --bench scaling -- sweep [--dir DIR] [--max-keys N] [--max-cidrs N]` prints a
-//! markdown table. Each size is measured in a fresh child process (`one`), so one size's
+//! markdown table. `write` then `reload` measure what serving takes: start-up (the store opened)
+//! and reloads through the store, with one small file edited and with nothing changed. Each size is measured in a fresh child process (`one`), so one size's
 //! allocations cannot inflate the next one's RSS; the parent writes the rule files, so the child
 //! holds only what loading takes.
 
@@ -49,6 +50,23 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         max_cidrs: u64,
     },
+    /// Writes the generated rule set of one size to DIR (for `reload`, or by hand).
+    Write {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        keys: u64,
+        #[arg(long)]
+        cidrs: u64,
+    },
+    /// From a directory `write` filled: opens the rules store as `serve` does (time, RSS), then
+    /// reloads on another thread as the watcher does: once with `leaked.toml` edited (one more
+    /// flag), once with nothing changed, then with the edit undone. One JSON line; run it in a
+    /// fresh process per measurement.
+    Reload {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// One size, from a rule directory already written; one JSON line.
     One {
         #[arg(long)]
@@ -75,6 +93,17 @@ fn main() -> Result<(), BoxError> {
             max_cidrs,
         }) => sweep(&dir, max_keys, max_cidrs),
         Some(Command::One { dir, keys }) => one(&dir, keys),
+        Some(Command::Write { dir, keys, cidrs }) => {
+            let info = support::write_rules(&dir, keys, cidrs, "http://127.0.0.1:9", None)?;
+            eprintln!(
+                "{keys} keys, {} CIDRs, {:.1} MB of rules in {}",
+                info.cidrs,
+                info.bytes as f64 / 1e6,
+                dir.display()
+            );
+            Ok(())
+        }
+        Some(Command::Reload { dir }) => reload(&dir),
     }
 }
 
@@ -125,6 +154,65 @@ fn sweep(dir: &Path, max_keys: u64, max_cidrs: u64) -> Result<(), BoxError> {
             f("decide_ns_p99"),
         );
     }
+    Ok(())
+}
+
+fn reload(dir: &Path) -> Result<(), BoxError> {
+    use akgate::rules::RulesStore;
+    use akgate::rules::store::ReloadOutcome;
+    let leaked = dir.join("leaked.toml");
+    let original = std::fs::read_to_string(&leaked)?;
+    let t0 = Instant::now();
+    let store = std::sync::Arc::new(
+        RulesStore::open(dir, LoadOptions::default()).map_err(|e| format!("{e}"))?,
+    );
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let rss_open = rss_mb("VmRSS");
+    let peak_open = rss_mb("VmHWM");
+    // Each reload on a thread of its own, as the watcher's; then a pause as long as the reload
+    // took, so that the store's pacing never adds a wait to the next one measured.
+    let timed = |want: &str| -> Result<f64, BoxError> {
+        let s = store.clone();
+        let t = Instant::now();
+        let outcome = std::thread::spawn(move || s.reload())
+            .join()
+            .map_err(|_| "reload panicked")?;
+        let took = t.elapsed();
+        let got = match outcome {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Failed(e) => return Err(format!("reload failed: {e}").into()),
+        };
+        if got != want {
+            return Err(format!("reload {got}, expected {want}").into());
+        }
+        std::thread::sleep(took + std::time::Duration::from_millis(50));
+        Ok(took.as_secs_f64() * 1e3)
+    };
+    std::fs::write(
+        &leaked,
+        format!(
+            "{original}[[leaked_key]]\nid = \"{}\"\nreason = \"bench edit\"\n",
+            support::key_id(1)
+        ),
+    )?;
+    let edited_ms = timed("applied");
+    let unchanged_ms = timed("unchanged");
+    std::fs::write(&leaked, &original)?;
+    let undone_ms = timed("applied");
+    let rss_end = rss_mb("VmRSS");
+    let peak_end = rss_mb("VmHWM");
+    let line = json!({
+        "open_ms": open_ms,
+        "rss_after_open_mb": rss_open,
+        "peak_rss_after_open_mb": peak_open,
+        "reload_one_file_ms": edited_ms?,
+        "reload_unchanged_ms": unchanged_ms?,
+        "reload_undo_ms": undone_ms?,
+        "rss_after_reloads_mb": rss_end,
+        "peak_rss_mb": peak_end,
+    });
+    println!("{line}");
     Ok(())
 }
 

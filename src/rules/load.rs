@@ -100,6 +100,71 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Where a value from outside the rule files came from (a `secret_env`, a `secret_file`, …), in
+/// the order [`compile`] hashed it into the content hash: enough to recompute that hash without
+/// compiling ([`content_hash_now`]). Names and paths only, never a value or its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalInput {
+    Env(String),
+    File(PathBuf),
+}
+
+/// The content hash being built, and the outside values that went into it.
+struct InputHash {
+    sha: Sha256,
+    external: Vec<ExternalInput>,
+}
+
+impl InputHash {
+    fn rule_file(&mut self, name: &str, text: &str) {
+        self.sha.update((name.len() as u64).to_le_bytes());
+        self.sha.update(name.as_bytes());
+        self.sha.update((text.len() as u64).to_le_bytes());
+        self.sha.update(text.as_bytes());
+    }
+
+    fn external(&mut self, from: ExternalInput, value: &str) {
+        // The digest reveals nothing of the value.
+        self.sha.update(Sha256::digest(value.as_bytes()));
+        self.external.push(from);
+    }
+}
+
+/// The content hash that compiling `sources` now would give, when the values from outside the
+/// rule files are those of `external` (a compiled snapshot's [`Snapshot::external_inputs`]);
+/// `None` when one of them cannot be read. Equal to that snapshot's hash exactly when the rule
+/// set is unchanged: the rule files have the same names and bytes (so they name the same outside
+/// values, in the same order) and each outside value is the same. A reload uses it to answer
+/// `unchanged` without parsing or compiling.
+pub fn content_hash_now(
+    sources: &[(String, String)],
+    external: &[ExternalInput],
+    opts: &LoadOptions,
+) -> Option<String> {
+    let mut h = InputHash {
+        sha: Sha256::new(),
+        external: Vec::new(),
+    };
+    for (name, text) in sources {
+        h.rule_file(name, text);
+    }
+    for from in external {
+        let value = match from {
+            ExternalInput::Env(var) => Zeroizing::new((opts.env)(var)?),
+            ExternalInput::File(path) => external_file_value(path).ok()?,
+        };
+        h.sha.update(Sha256::digest(value.as_bytes()));
+    }
+    Some(hex_lower(&h.sha.finalize()))
+}
+
+/// A secret, token, public-key or seed file's value as the rules use it: without its trailing
+/// line ends.
+fn external_file_value(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    let v = read_secret_file(path)?;
+    Ok(Zeroizing::new(v.trim_end_matches(['\n', '\r']).to_string()))
+}
+
 struct SourceFile {
     name: Arc<str>,
     text: String,
@@ -300,7 +365,10 @@ fn compile(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let mut hash = Sha256::new();
+    let mut hash = InputHash {
+        sha: Sha256::new(),
+        external: Vec::new(),
+    };
     let mut diag = Diag {
         files,
         problems: Vec::new(),
@@ -308,10 +376,7 @@ fn compile(
     };
     let mut parsed = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
-        hash.update((f.name.len() as u64).to_le_bytes());
-        hash.update(f.name.as_bytes());
-        hash.update((f.text.len() as u64).to_le_bytes());
-        hash.update(f.text.as_bytes());
+        hash.rule_file(&f.name, &f.text);
         match toml::from_str::<RawFile>(&f.text) {
             Ok(raw) => parsed.push((i, raw)),
             Err(e) => {
@@ -427,7 +492,9 @@ fn compile(
     }
 
     // Keys.
-    let mut keys: HashMap<String, AccessKey> = HashMap::new();
+    // Sized once: growing a table of 100k keys rehashes and moves every entry several times.
+    let mut keys: HashMap<String, AccessKey> =
+        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.access_key.len()).sum());
     let mut active_per_user: HashMap<(String, String), usize> = HashMap::new();
     for (i, raw) in &parsed {
         for k in &raw.access_key {
@@ -482,7 +549,8 @@ fn compile(
             else {
                 continue;
             };
-            let Ok(temporary) = read_temporary(*i, k, dir, opts, check, &mut diag) else {
+            let Ok(temporary) = read_temporary(*i, k, dir, opts, check, &mut diag, &mut hash)
+            else {
                 continue;
             };
             let Ok(totp) = read_totp(*i, k, dir, opts, check, &mut diag, &mut hash) else {
@@ -498,10 +566,10 @@ fn compile(
                 created_at: k.created.as_ref().and_then(date_secs),
                 allow,
                 allow_mode: k.allowlist_mode,
-                leaked: leaked.get(&id).map(|(_, _, info)| info.clone()),
+                leaked: leaked.get(&id).map(|(_, _, info)| Box::new(info.clone())),
                 material,
-                temporary,
-                totp,
+                temporary: temporary.map(Box::new),
+                totp: totp.map(Box::new),
                 sigv4_keys: Default::default(),
                 origin: files[*i].origin(span),
             };
@@ -695,7 +763,8 @@ fn compile(
             })
             .collect(),
         generation: 0,
-        content_hash: hex_lower(&hash.finalize()),
+        content_hash: hex_lower(&hash.sha.finalize()),
+        external_inputs: hash.external,
         loaded_at: 0,
         settings,
         keys,
@@ -948,7 +1017,7 @@ fn read_text(
     dir: &Path,
     opts: &LoadOptions,
     diag: &mut Diag<'_>,
-    hash: &mut Sha256,
+    hash: &mut InputHash,
 ) -> Option<Zeroizing<String>> {
     // Every copy of the value made here is wiped when dropped. The process environment keeps its
     // own copy of a `secret_env` value for the life of the process; that one cannot be wiped
@@ -971,8 +1040,8 @@ fn read_text(
             }
         }
     } else if let Some(path) = src.file {
-        match read_secret_file(&dir.join(path.get_ref())) {
-            Ok(v) => Zeroizing::new(v.trim_end_matches(['\n', '\r']).to_string()),
+        match external_file_value(&dir.join(path.get_ref())) {
+            Ok(v) => v,
             Err(e) => {
                 let message = match shown_name(path.get_ref(), true) {
                     Some(name) => format!("cannot read {} file `{name}`: {e}", src.what),
@@ -991,7 +1060,13 @@ fn read_text(
     // Values from outside the rule files change the rule set as much as the files do; hash them
     // (the digest reveals nothing) so that a rotated secret counts as a change.
     if src.inline.is_none() {
-        hash.update(Sha256::digest(value.as_bytes()));
+        let from = match (src.env, src.file) {
+            (Some(var), _) => ExternalInput::Env(var.get_ref().clone()),
+            (None, Some(path)) => ExternalInput::File(dir.join(path.get_ref())),
+            // Inline: the rule file's bytes are hashed already.
+            (None, None) => return Some(value),
+        };
+        hash.external(from, &value);
     }
     Some(value)
 }
@@ -1056,7 +1131,7 @@ fn read_material(
     opts: &LoadOptions,
     check: &CheckOptions,
     diag: &mut Diag<'_>,
-    hash: &mut Sha256,
+    hash: &mut InputHash,
 ) -> Option<KeyMaterial> {
     let id = k.id.get_ref();
     let secret_sources = [&k.secret_env, &k.secret_file, &k.secret]
@@ -1137,6 +1212,7 @@ fn read_temporary(
     opts: &LoadOptions,
     check: &CheckOptions,
     diag: &mut Diag<'_>,
+    hash: &mut InputHash,
 ) -> Result<Option<Temporary>, ()> {
     let id = k.id.get_ref();
     let token_sources = [
@@ -1196,7 +1272,8 @@ fn read_temporary(
     let token = if skipped {
         Zeroizing::new(String::new())
     } else {
-        read_text(file, src, dir, opts, diag, &mut Sha256::new()).ok_or(())?
+        // Hashed like a secret: a rotated token is a change to apply, not `unchanged`.
+        read_text(file, src, dir, opts, diag, hash).ok_or(())?
     };
     Ok(Some(Temporary {
         expires: expires_at,
@@ -1213,7 +1290,7 @@ fn read_totp(
     opts: &LoadOptions,
     check: &CheckOptions,
     diag: &mut Diag<'_>,
-    hash: &mut Sha256,
+    hash: &mut InputHash,
 ) -> Result<Option<TotpSeed>, ()> {
     let id = k.id.get_ref();
     let (env, path) = (k.totp_secret_env.as_ref(), k.totp_secret_file.as_ref());
@@ -1490,6 +1567,59 @@ upstream = "http://127.0.0.1:9000"
         assert!(load_dir(d.path(), &ok).is_ok());
         let e = load_dir(&d.path().join("missing"), &ok).unwrap_err();
         assert!(e.to_string().contains("cannot read the rules directory"));
+    }
+
+    #[test]
+    fn the_content_hash_is_recomputed_without_compiling_and_sees_every_outside_value() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "routes.toml", ROUTES);
+        write(d.path(), "k.secret", "from-file\n");
+        write(d.path(), "k.token", "token-1\n");
+        write(d.path(), "ci.totp", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n");
+        let keys = KEYS.replace(
+            "secret = \"s1\"",
+            "secret_file = \"k.secret\"\ntotp_secret_file = \"ci.totp\"",
+        ) + "\n[[access_key]]\nid = \"AK2\"\naccount = \"1001\"\nsecret_env = \"AKGATE_TEST_AK2\"\nstatus = \"active\"\ntemporary = true\nexpires = 2030-01-01T00:00:00Z\nsecurity_token_file = \"k.token\"\n";
+        write(d.path(), "keys.toml", &keys);
+        let value = Arc::new(std::sync::Mutex::new("env-1".to_string()));
+        let v = value.clone();
+        let opts = LoadOptions {
+            env: Arc::new(move |n| (n == "AKGATE_TEST_AK2").then(|| v.lock().unwrap().clone())),
+            upstream_override: None,
+        };
+        let now = |s: &Snapshot| {
+            let sources = read_sources(d.path()).unwrap();
+            content_hash_now(&sources, &s.external_inputs, &opts)
+        };
+        let s = load_dir(d.path(), &opts).unwrap();
+        assert_eq!(s.external_inputs.len(), 4, "{:?}", s.external_inputs);
+        assert_eq!(now(&s).as_deref(), Some(s.content_hash.as_str()));
+        // Each outside value, changed, changes the hash, and the compiled set agrees.
+        let changes: [(&str, &str); 3] = [
+            ("k.secret", "rotated\n"),
+            ("k.token", "token-2\n"),
+            ("ci.totp", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJR\n"),
+        ];
+        let mut before = s;
+        for (file, text) in changes {
+            write(d.path(), file, text);
+            let h = now(&before).unwrap();
+            assert_ne!(h, before.content_hash, "{file}");
+            let after = load_dir(d.path(), &opts).unwrap();
+            assert_eq!(h, after.content_hash, "{file}");
+            before = after;
+        }
+        *value.lock().unwrap() = "env-2".into();
+        assert_ne!(
+            now(&before).unwrap(),
+            before.content_hash,
+            "environment value"
+        );
+        // So does a rule file's byte, and an outside value that cannot be read gives no answer.
+        write(d.path(), "routes.toml", &format!("{ROUTES}\n"));
+        assert_ne!(now(&before).unwrap(), before.content_hash);
+        std::fs::remove_file(d.path().join("k.token")).unwrap();
+        assert_eq!(now(&before), None);
     }
 
     #[test]

@@ -169,11 +169,13 @@ pub struct AccessKey {
     pub created_at: Option<crate::time::UnixSeconds>,
     pub allow: IpSet,
     pub allow_mode: RuleMode,
-    pub leaked: Option<LeakInfo>,
+    /// Boxed, as `temporary` and `totp`: most keys have none, and a key table of 100k entries
+    /// would otherwise carry their full size in every slot.
+    pub leaked: Option<Box<LeakInfo>>,
     pub material: KeyMaterial,
-    pub temporary: Option<Temporary>,
+    pub temporary: Option<Box<Temporary>>,
     /// The key's second factor for critical operations; `None` when none is set up.
-    pub totp: Option<crate::policy::mfa::totp::TotpSeed>,
+    pub totp: Option<Box<crate::policy::mfa::totp::TotpSeed>>,
     /// SigV4 derived signing keys for this key's secret.
     pub sigv4_keys: crate::auth::sigv4::SigningKeyCache,
     pub origin: Origin,
@@ -338,8 +340,12 @@ pub struct Snapshot {
     /// The rule files it was compiled from, in load order.
     pub sources: Vec<SourceInfo>,
     pub generation: u64,
-    /// Hex SHA-256 over every rule file (name and bytes) and every secret file it references.
+    /// Hex SHA-256 over every rule file (name and bytes) and every value it takes from outside
+    /// (secret, token, public-key and seed files and environment variables, by digest).
     pub content_hash: String,
+    /// Where those outside values came from, in hash order: a reload recomputes the hash from
+    /// them and the files without compiling ([`load::content_hash_now`]).
+    pub external_inputs: Vec<load::ExternalInput>,
     pub loaded_at: UnixSeconds,
     pub settings: Settings,
     pub keys: HashMap<String, AccessKey>,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::load::{CheckOptions, load_sources, read_sources};
+use super::load::{CheckOptions, content_hash_now, load_sources, read_sources};
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
@@ -319,7 +319,12 @@ impl RulesStore {
                 crate::metrics::rules_reload_failed();
                 ReloadOutcome::Failed(e)
             }
-            Ok(mut snap) => {
+            Ok(None) => {
+                lock(&self.status).last_error = None;
+                crate::metrics::rules_reload_unchanged();
+                ReloadOutcome::Unchanged
+            }
+            Ok(Some(mut snap)) => {
                 let current = self.current.load();
                 if snap.content_hash == current.content_hash {
                     // The files are good again (a half-written file completed, a deleted one
@@ -349,11 +354,20 @@ impl RulesStore {
 }
 
 impl RulesStore {
-    /// Reads and compiles the directory as it is now, refusing files caught mid-write.
-    fn load_next(&self) -> Result<Snapshot, LoadError> {
+    /// Reads and compiles the directory as it is now, refusing files caught mid-write. `None`:
+    /// the rule set is the current one (same files, same outside values), found without parsing
+    /// or compiling it; a reload with nothing changed costs a read and a hash of the files.
+    fn load_next(&self) -> Result<Option<Snapshot>, LoadError> {
         let sources = read_sources(&self.dir)?;
-        refuse_emptied(&sources, &self.current.load())?;
-        load_sources(&self.dir, sources, &self.opts, &CheckOptions::default())
+        let current = self.current.load();
+        refuse_emptied(&sources, &current)?;
+        if content_hash_now(&sources, &current.external_inputs, &self.opts)
+            .is_some_and(|h| h == current.content_hash)
+        {
+            return Ok(None);
+        }
+        drop(current);
+        load_sources(&self.dir, sources, &self.opts, &CheckOptions::default()).map(Some)
     }
 }
 
