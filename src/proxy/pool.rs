@@ -19,7 +19,9 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -35,7 +37,7 @@ const READY_GRACE: Duration = Duration::from_millis(20);
 pub struct PoolConfig {
     /// For the TCP connect, name resolution included.
     pub connect_timeout: Duration,
-    /// An idle connection older than this is closed rather than reused.
+    /// An idle connection older than this is closed rather than reused (at most a year).
     pub idle_timeout: Duration,
     /// Idle connections kept per upstream; the oldest goes when a return would exceed it.
     pub max_idle_per_upstream: usize,
@@ -88,21 +90,80 @@ struct Inner {
     config: PoolConfig,
     /// Per authority, oldest first: returns push at the back, checkouts pop from the back, so
     /// the busiest connections stay warm and surplus ones age out at the front.
-    idle: Mutex<HashMap<Authority, VecDeque<Idle>>>,
+    idle: Mutex<IdleMap>,
     reaper: AtomicBool,
 }
 
+type IdleMap = HashMap<Key, VecDeque<Idle>, BuildHasherDefault<KeyHasher>>;
+
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// When it stops being reused. Stored rather than the return time so that a checkout only
+    /// compares two instants.
+    expires: Instant,
+}
+
+/// An upstream authority compared and hashed as the bytes of the route's `upstream`.
+/// `Authority`'s own `Hash` feeds the hasher one lowercased byte at a time, which cost ~700
+/// instructions per lookup with SipHash, twice per request. Two spellings of one host differing in
+/// case only get separate idle lists, which is harmless.
+struct Key(Authority);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// A multiply-rotate hash over 8-byte words. Not keyed: the keys are the upstreams the rules
+/// name, never anything a client chooses, so there is no collision attack to resist.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let w = w.try_into().map_or(0, u64::from_le_bytes);
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl UpstreamPool {
-    pub fn new(config: PoolConfig) -> Self {
+    pub fn new(mut config: PoolConfig) -> Self {
+        // Expiry instants are `now + idle_timeout`; a year is "never" and cannot overflow.
+        config.idle_timeout = config
+            .idle_timeout
+            .min(Duration::from_secs(365 * 24 * 3600));
         UpstreamPool {
             inner: Arc::new(Inner {
                 config,
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(IdleMap::default()),
                 reaper: AtomicBool::new(false),
             }),
         }
@@ -181,12 +242,15 @@ impl UpstreamPool {
 
     /// Idle connections to `authority` (closed or expired ones included until they are pruned).
     pub fn idle_count(&self, authority: &Authority) -> usize {
-        self.inner.lock().get(authority).map_or(0, VecDeque::len)
+        self.inner
+            .lock()
+            .get(authority.as_str())
+            .map_or(0, VecDeque::len)
     }
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Authority, VecDeque<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, IdleMap> {
         // No critical section can leave the map half-updated; a panic elsewhere must not stop
         // forwarding.
         self.idle
@@ -217,9 +281,9 @@ impl Inner {
     fn take_idle(&self, key: &Authority) -> Option<Sender> {
         let now = Instant::now();
         let mut idle = self.lock();
-        let list = idle.get_mut(key)?;
+        let list = idle.get_mut(key.as_str())?;
         while let Some(conn) = list.pop_back() {
-            if now.saturating_duration_since(conn.since) > self.config.idle_timeout {
+            if now >= conn.expires {
                 // The newest is too old, so are all the others. Their drop wakes their tasks:
                 // done after the lock is released.
                 let stale = std::mem::take(list);
@@ -239,15 +303,15 @@ impl Inner {
         if sender.is_closed() || self.config.max_idle_per_upstream == 0 {
             return;
         }
-        let since = Instant::now();
+        let expires = Instant::now() + self.config.idle_timeout;
         let mut idle = self.lock();
-        let list = idle.entry(key).or_default();
+        let list = idle.entry(Key(key)).or_default();
         let evicted = if list.len() >= self.config.max_idle_per_upstream {
             list.pop_front()
         } else {
             None
         };
-        list.push_back(Idle { sender, since });
+        list.push_back(Idle { sender, expires });
         drop(idle);
         drop(evicted);
     }
@@ -306,12 +370,11 @@ impl Inner {
 
     fn reap(&self) {
         let now = Instant::now();
-        let limit = self.config.idle_timeout;
         let mut gone = Vec::new();
         let mut idle = self.lock();
         idle.retain(|_, list| {
             while let Some(conn) = list.pop_front() {
-                if conn.sender.is_closed() || now.saturating_duration_since(conn.since) > limit {
+                if conn.sender.is_closed() || now >= conn.expires {
                     gone.push(conn);
                 } else {
                     list.push_front(conn);
