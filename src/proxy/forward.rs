@@ -4,26 +4,23 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use super::Body;
+use super::pool::{PoolConfig, PooledBody, UpstreamPool};
 use crate::error::Rejection;
 use crate::policy::source_ip::SourceIp;
 use crate::rules::{AccessKey, Route};
 
-pub type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+pub type UpstreamClient = UpstreamPool;
 
 pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
+    UpstreamPool::new(PoolConfig {
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        max_idle_per_upstream: 256,
+    })
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded.
@@ -186,7 +183,7 @@ pub async fn send(
     req: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Response<Body>, Rejection> {
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let resp = match tokio::time::timeout(timeout, client.send(req)).await {
         Err(_) => return Err(Rejection::UpstreamTimeout),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "upstream request failed");
@@ -220,7 +217,7 @@ pub async fn send(
 /// its slot) forever. The client sees the connection cut, never a truncated answer that looks
 /// complete.
 struct IdleTimeout {
-    inner: hyper::body::Incoming,
+    inner: PooledBody,
     timeout: Duration,
     /// Created on the first wait only: most answers arrive whole, and this runs per request.
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -230,7 +227,7 @@ struct IdleTimeout {
 }
 
 impl IdleTimeout {
-    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+    fn new(inner: PooledBody, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
             timeout,
