@@ -152,14 +152,17 @@ impl Gateway {
                 return Err(Rejection::BodyTooLarge);
             }
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            let (body, _body_memory) = match tokio::time::timeout(
-                self.limits.body_read_timeout,
-                read_body(body, limit, announced, &self.budget),
-            )
-            .await
-            {
-                Ok(read) => read?,
-                Err(_) => return Err(Rejection::RequestTimeout),
+            // A request whose head said there is no body (most SDK calls) has nothing to wait
+            // for: no timer is armed for it.
+            let complete = hyper::body::Body::is_end_stream(&body);
+            let read = read_body(body, limit, announced, &self.budget);
+            let (body, _body_memory) = if complete {
+                read.await?
+            } else {
+                match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+                    Ok(read) => read?,
+                    Err(_) => return Err(Rejection::RequestTimeout),
+                }
             };
             let view = RequestView {
                 method: parts.method.as_str(),
