@@ -33,8 +33,9 @@ const DATE: &str = "2026-11-22T14:47:22Z";
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Passed by `cargo bench` to every bench target; without a command this target does nothing.
-    #[arg(long, hide = true)]
+    /// Passed by `cargo bench` to every bench target, after the command's own arguments (hence
+    /// global); without a command this target does nothing.
+    #[arg(long, hide = true, global = true)]
     bench: bool,
 }
 
@@ -61,7 +62,9 @@ enum Command {
     },
     /// From a directory `write` filled: opens the rules store as `serve` does (time, RSS), then
     /// reloads on another thread as the watcher does: once with `leaked.toml` edited (one more
-    /// flag), once with nothing changed, then with the edit undone. One JSON line; run it in a
+    /// flag), once with nothing changed, then with the edit undone; then 10 times with a small
+    /// `zz-bench-reload.toml` (one leaked key) rewritten, as `benches/e2e.sh` does while it
+    /// measures latency (median and max), and once with it removed. One JSON line; run it in a
     /// fresh process per measurement.
     Reload {
         #[arg(long)]
@@ -200,6 +203,22 @@ fn reload(dir: &Path) -> Result<(), BoxError> {
     let unchanged_ms = timed("unchanged");
     std::fs::write(&leaked, &original)?;
     let undone_ms = timed("applied");
+    // As `loadgen reload` does during the e2e run: a different leaked key each time.
+    let small = dir.join("zz-bench-reload.toml");
+    let mut small_ms = Vec::new();
+    for n in 0..10u64 {
+        std::fs::write(
+            &small,
+            format!(
+                "[[leaked_key]]\nid = \"{}\"\nreason = \"bench reload {n}\"\n",
+                support::key_id(n * 7 + 3)
+            ),
+        )?;
+        small_ms.push(timed("applied")?);
+    }
+    std::fs::remove_file(&small)?;
+    let removed_ms = timed("applied");
+    small_ms.sort_by(f64::total_cmp);
     let rss_end = rss_mb("VmRSS");
     let peak_end = rss_mb("VmHWM");
     let line = json!({
@@ -209,6 +228,9 @@ fn reload(dir: &Path) -> Result<(), BoxError> {
         "reload_one_file_ms": edited_ms?,
         "reload_unchanged_ms": unchanged_ms?,
         "reload_undo_ms": undone_ms?,
+        "reload_small_file_ms_median": (small_ms[4] + small_ms[5]) / 2.0,
+        "reload_small_file_ms_max": small_ms[9],
+        "reload_small_file_removed_ms": removed_ms?,
         "rss_after_reloads_mb": rss_end,
         "peak_rss_mb": peak_end,
     });

@@ -12,8 +12,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
 use super::{
-    AccessKey, Account, HostMatch, KeyMaterial, LeakInfo, Origin, Route, RsaPublicKey, Secret,
-    ServiceRisk, Settings, Snapshot, Temporary, User,
+    AccessKey, Account, HostMatch, KeyMaterial, KeyTable, LeakInfo, Origin, Route, RsaPublicKey,
+    Secret, ServiceRisk, Settings, Snapshot, Temporary, User, Warnings,
 };
 use crate::auth::encoding::hex_lower;
 use crate::policy::IpSet;
@@ -101,26 +101,26 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// Where a value from outside the rule files came from (a `secret_env`, a `secret_file`, …), in
-/// the order [`compile`] hashed it into the content hash: enough to recompute that hash without
-/// compiling ([`content_hash_now`]). Names and paths only, never a value or its digest.
+/// the order the keys' compile hashed it into the content hash: enough to recompute that hash
+/// without compiling ([`content_hash_now`]). Names and paths only, never a value or its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExternalInput {
     Env(String),
     File(PathBuf),
 }
 
-/// The content hash being built, and the outside values that went into it.
+/// The outside values a key compile read, in order, and a digest over their digests.
 struct InputHash {
     sha: Sha256,
     external: Vec<ExternalInput>,
 }
 
 impl InputHash {
-    fn rule_file(&mut self, name: &str, text: &str) {
-        self.sha.update((name.len() as u64).to_le_bytes());
-        self.sha.update(name.as_bytes());
-        self.sha.update((text.len() as u64).to_le_bytes());
-        self.sha.update(text.as_bytes());
+    fn new() -> Self {
+        InputHash {
+            sha: Sha256::new(),
+            external: Vec::new(),
+        }
     }
 
     fn external(&mut self, from: ExternalInput, value: &str) {
@@ -130,32 +130,65 @@ impl InputHash {
     }
 }
 
-/// The content hash that compiling `sources` now would give, when the values from outside the
-/// rule files are those of `external` (a compiled snapshot's [`Snapshot::external_inputs`]);
-/// `None` when one of them cannot be read. Equal to that snapshot's hash exactly when the rule
-/// set is unchanged: the rule files have the same names and bytes (so they name the same outside
-/// values, in the same order) and each outside value is the same. A reload uses it to answer
-/// `unchanged` without parsing or compiling.
-pub fn content_hash_now(
-    sources: &[(String, String)],
-    external: &[ExternalInput],
-    opts: &LoadOptions,
-) -> Option<String> {
-    let mut h = InputHash {
-        sha: Sha256::new(),
-        external: Vec::new(),
-    };
-    for (name, text) in sources {
-        h.rule_file(name, text);
+/// SHA-256 of each rule file's text, in order.
+fn file_digests(sources: &[(String, String)]) -> Vec<[u8; 32]> {
+    sources
+        .iter()
+        .map(|(_, text)| Sha256::digest(text.as_bytes()).into())
+        .collect()
+}
+
+/// The content hash of rule files (name, length and digest of each, in order) and of the outside
+/// values (the digest over their digests, [`InputHash`]).
+fn content_hash_of<'a>(
+    files: impl IntoIterator<Item = (&'a str, usize, &'a [u8; 32])>,
+    external: &[u8; 32],
+) -> String {
+    let mut sha = Sha256::new();
+    for (name, len, digest) in files {
+        sha.update((name.len() as u64).to_le_bytes());
+        sha.update(name.as_bytes());
+        sha.update((len as u64).to_le_bytes());
+        sha.update(digest);
     }
+    sha.update(external);
+    hex_lower(&sha.finalize())
+}
+
+/// The digest [`InputHash`] gives the outside values `external` have now; `None` when one of
+/// them cannot be read.
+fn external_digest_now(external: &[ExternalInput], opts: &LoadOptions) -> Option<[u8; 32]> {
+    let mut sha = Sha256::new();
     for from in external {
         let value = match from {
             ExternalInput::Env(var) => Zeroizing::new((opts.env)(var)?),
             ExternalInput::File(path) => external_file_value(path).ok()?,
         };
-        h.sha.update(Sha256::digest(value.as_bytes()));
+        sha.update(Sha256::digest(value.as_bytes()));
     }
-    Some(hex_lower(&h.sha.finalize()))
+    Some(sha.finalize().into())
+}
+
+/// The content hash that compiling `sources` now would give, when the values from outside the
+/// rule files are those of `external` (a compiled snapshot's [`Snapshot::external_inputs`]);
+/// `None` when one of them cannot be read. Equal to that snapshot's hash exactly when the rule
+/// set is unchanged: the rule files have the same names and bytes (so they name the same outside
+/// values, in the same order) and each outside value is the same. A reload uses it to answer
+/// `unchanged` without parsing or compiling ([`reload_sources`]).
+pub fn content_hash_now(
+    sources: &[(String, String)],
+    external: &[ExternalInput],
+    opts: &LoadOptions,
+) -> Option<String> {
+    let digests = file_digests(sources);
+    let ext = external_digest_now(external, opts)?;
+    Some(content_hash_of(
+        sources
+            .iter()
+            .zip(&digests)
+            .map(|((name, text), d)| (name.as_str(), text.len(), d)),
+        &ext,
+    ))
 }
 
 /// A secret, token, public-key or seed file's value as the rules use it: without its trailing
@@ -168,9 +201,11 @@ fn external_file_value(path: &Path) -> std::io::Result<Zeroizing<String>> {
 struct SourceFile {
     name: Arc<str>,
     text: String,
+    digest: [u8; 32],
     /// Offset of the start of each line: every key, route and warning asks for its line, and
-    /// counting newlines from the top each time made loading 100k keys quadratic.
-    line_starts: Vec<usize>,
+    /// counting newlines from the top each time made loading 100k keys quadratic. Found when
+    /// first asked for: a reload that reuses a large key file's compiled keys never asks.
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 /// A rule file's text may hold inline secrets and security tokens.
@@ -200,23 +235,25 @@ fn newline_offsets(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 impl SourceFile {
-    fn new(name: Arc<str>, text: String) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(newline_offsets(text.as_bytes()).map(|p| p + 1))
-            .collect();
+    fn new(name: Arc<str>, text: String, digest: [u8; 32]) -> Self {
         SourceFile {
             name,
             text,
-            line_starts,
+            digest,
+            line_starts: std::cell::OnceCell::new(),
         }
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize) {
+        let line_starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(newline_offsets(self.text.as_bytes()).map(|p| p + 1))
+                .collect()
+        });
         let offset = offset.min(self.text.len());
         // The last line start at or before `offset`; line_starts[0] == 0, so there is one.
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let start = self
-            .line_starts
+        let line = line_starts.partition_point(|&start| start <= offset);
+        let start = line_starts
             .get(line.saturating_sub(1))
             .copied()
             .unwrap_or(0);
@@ -352,11 +389,78 @@ pub fn load_sources(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let files: Vec<SourceFile> = sources
+    let sources: Vec<(String, String)> = sources.into_iter().collect();
+    let digests = file_digests(&sources);
+    compile(dir, &source_files(sources, digests), opts, check)
+}
+
+fn source_files(sources: Vec<(String, String)>, digests: Vec<[u8; 32]>) -> Vec<SourceFile> {
+    sources
         .into_iter()
-        .map(|(name, text)| SourceFile::new(name.into(), text))
-        .collect();
-    compile(dir, &files, opts, check)
+        .zip(digests)
+        .map(|((name, text), digest)| SourceFile::new(name.into(), text, digest))
+        .collect()
+}
+
+/// The compiled keys of a rule set and what compiling them found: everything that depends on
+/// the `[[account]]`, `[[user]]` and `[[access_key]]` tables and the outside values they name, and
+/// on nothing else but the leaked flags compiled into `table` (which a [`KeyTable`] overrides
+/// where they changed since).
+///
+/// [`KeyTable`]: super::KeyTable
+pub(crate) struct KeyPart {
+    table: Arc<HashMap<String, AccessKey>>,
+    /// The ids of the keys compiled with a leaked flag.
+    leaked_ids: Vec<String>,
+    external: Arc<[ExternalInput]>,
+    /// [`InputHash`]'s digest of the outside values when they were read.
+    external_digest: [u8; 32],
+    /// Warnings found while compiling the keys, and while counting the usable ones.
+    key_warnings: Arc<[Problem]>,
+    usable_warnings: Arc<[Problem]>,
+    usable_keys: usize,
+}
+
+/// What a reload may take over from the snapshot it replaces ([`reload_sources`]): each rule
+/// file's parsed tables other than the key-bearing ones (which hold inline secrets, and are large),
+/// and the compiled keys.
+pub struct Reuse {
+    files: Vec<CachedFile>,
+    keys: Arc<KeyPart>,
+}
+
+impl fmt::Debug for Reuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reuse")
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct CachedFile {
+    name: Arc<str>,
+    len: usize,
+    digest: [u8; 32],
+    /// It holds `[[account]]`, `[[user]]` or `[[access_key]]` tables: the compiled keys depend
+    /// on its bytes.
+    key_tables: bool,
+    /// Its parsed tables, without those.
+    rest: Arc<RawFile>,
+}
+
+fn has_key_tables(raw: &RawFile) -> bool {
+    !raw.account.is_empty() || !raw.user.is_empty() || !raw.access_key.is_empty()
+}
+
+fn parse_file(i: usize, f: &SourceFile, diag: &mut Diag<'_>) -> Option<RawFile> {
+    match toml::from_str::<RawFile>(&f.text) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            diag.error(i, span, e.message().trim().to_string());
+            None
+        }
+    }
 }
 
 fn compile(
@@ -365,10 +469,6 @@ fn compile(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let mut hash = InputHash {
-        sha: Sha256::new(),
-        external: Vec::new(),
-    };
     let mut diag = Diag {
         files,
         problems: Vec::new(),
@@ -376,13 +476,8 @@ fn compile(
     };
     let mut parsed = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
-        hash.rule_file(&f.name, &f.text);
-        match toml::from_str::<RawFile>(&f.text) {
-            Ok(raw) => parsed.push((i, raw)),
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                diag.error(i, span, e.message().trim().to_string());
-            }
+        if let Some(raw) = parse_file(i, f, &mut diag) {
+            parsed.push((i, Arc::new(raw)));
         }
     }
     if !diag.problems.is_empty() {
@@ -390,6 +485,122 @@ fn compile(
             problems: diag.problems,
         });
     }
+    let key_tables = parsed.iter().map(|(_, raw)| has_key_tables(raw)).collect();
+    assemble(dir, files, parsed, key_tables, None, opts, check)
+}
+
+/// Compiles the rule files of `dir`, read into `sources`, into the snapshot that follows
+/// `current` (the one being served). `Ok(None)`: the rule set is `current`'s (same files, same
+/// outside values), found without parsing or compiling it.
+///
+/// When no file with `[[account]]`, `[[user]]` or `[[access_key]]` tables changed, appeared or
+/// went, and the outside values those keys read are as they were, the new snapshot shares
+/// `current`'s compiled keys and the parsed tables of its unchanged files: only the changed files
+/// are parsed, and only the sets that depend on no key (leaked flags, services, critical
+/// operations, routes, settings) are compiled again. Otherwise the whole set is compiled. Either
+/// way the result is what [`load_sources`] gives for the same files: the same content hash,
+/// keys, flags, warnings and errors.
+pub(crate) fn reload_sources(
+    dir: &Path,
+    sources: Vec<(String, String)>,
+    current: &Snapshot,
+    opts: &LoadOptions,
+) -> Result<Option<Snapshot>, LoadError> {
+    let digests = file_digests(&sources);
+    let files = source_files(sources, digests);
+    let external_now = external_digest_now(&current.external_inputs, opts);
+    if let Some(ext) = &external_now
+        && content_hash_of(
+            files.iter().map(|f| (&*f.name, f.text.len(), &f.digest)),
+            ext,
+        ) == current.content_hash
+    {
+        return Ok(None);
+    }
+    let check = CheckOptions::default();
+    if let (Some(reuse), Some(ext)) = (&current.reuse, external_now)
+        && ext == reuse.keys.external_digest
+        && let Some((parsed, key_tables)) = parse_changed(&files, reuse)?
+    {
+        return assemble(
+            dir,
+            &files,
+            parsed,
+            key_tables,
+            Some(reuse.keys.clone()),
+            opts,
+            &check,
+        )
+        .map(Some);
+    }
+    compile(dir, &files, opts, &check).map(Some)
+}
+
+/// Every file's parsed tables: the cached ones of unchanged files, the changed ones parsed.
+/// `Ok(None)` when the compiled keys cannot be reused: a file with key tables changed, appeared
+/// or went. Parse errors are those a full compile reports (the unchanged files parsed).
+#[allow(clippy::type_complexity)]
+fn parse_changed(
+    files: &[SourceFile],
+    reuse: &Reuse,
+) -> Result<Option<(Vec<(usize, Arc<RawFile>)>, Vec<bool>)>, LoadError> {
+    let cached: HashMap<&str, &CachedFile> = reuse.files.iter().map(|c| (&*c.name, c)).collect();
+    let kept = |c: &CachedFile| files.iter().any(|f| f.name == c.name);
+    if reuse.files.iter().any(|c| c.key_tables && !kept(c)) {
+        return Ok(None);
+    }
+    let mut diag = Diag {
+        files,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut parsed = Vec::with_capacity(files.len());
+    let mut key_tables = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let old = cached.get(&*f.name);
+        if let Some(c) = old
+            && c.len == f.text.len()
+            && c.digest == f.digest
+        {
+            parsed.push((i, c.rest.clone()));
+            key_tables.push(c.key_tables);
+            continue;
+        }
+        if old.is_some_and(|c| c.key_tables) {
+            return Ok(None);
+        }
+        if let Some(raw) = parse_file(i, f, &mut diag) {
+            if has_key_tables(&raw) {
+                return Ok(None);
+            }
+            parsed.push((i, Arc::new(raw)));
+            key_tables.push(false);
+        }
+    }
+    if !diag.problems.is_empty() {
+        return Err(LoadError {
+            problems: diag.problems,
+        });
+    }
+    Ok(Some((parsed, key_tables)))
+}
+
+/// Compiles parsed rule files into a snapshot, with the compiled keys `keys` when given (then
+/// `parsed` need not hold the key tables, and the outside values must be those `keys` read).
+fn assemble(
+    dir: &Path,
+    files: &[SourceFile],
+    parsed: Vec<(usize, Arc<RawFile>)>,
+    key_tables: Vec<bool>,
+    keys: Option<Arc<KeyPart>>,
+    opts: &LoadOptions,
+    check: &CheckOptions,
+) -> Result<Snapshot, LoadError> {
+    let mut diag = Diag {
+        files,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
 
     // Settings: at most one [settings] table in the whole set.
     let mut settings_raw: Option<(usize, &Spanned<RawSettings>)> = None;
@@ -407,71 +618,6 @@ fn compile(
         }
     }
     let settings = compile_settings(settings_raw, &mut diag);
-
-    // Accounts.
-    let mut accounts: HashMap<String, Arc<Account>> = HashMap::new();
-    for (i, raw) in &parsed {
-        for a in &raw.account {
-            let span = a.span();
-            let a = a.get_ref();
-            let id = a.id.get_ref().trim().to_string();
-            if id.is_empty() {
-                diag.error(*i, a.id.span(), "account id is empty");
-                continue;
-            }
-            let allow = compile_cidrs(*i, &a.api_source_cidrs, &mut diag);
-            let acct = Account {
-                id: id.clone(),
-                name: a.name.clone(),
-                allow,
-                allow_mode: a.allowlist_mode,
-                origin: files[*i].origin(span),
-            };
-            if accounts.insert(id.clone(), Arc::new(acct)).is_some() {
-                diag.error(*i, a.id.span(), format!("duplicate account id `{id}`"));
-            }
-        }
-    }
-
-    // Users, unique by (account, name).
-    let mut users: HashMap<(String, String), Arc<User>> = HashMap::new();
-    for (i, raw) in &parsed {
-        for u in &raw.user {
-            let span = u.span();
-            let u = u.get_ref();
-            let account = u.account.get_ref().trim().to_string();
-            let name = u.name.get_ref().trim().to_string();
-            if name.is_empty() {
-                diag.error(*i, u.name.span(), "user name is empty");
-                continue;
-            }
-            if !accounts.contains_key(&account) {
-                diag.error(
-                    *i,
-                    u.account.span(),
-                    format!("user `{name}` refers to unknown account `{account}`"),
-                );
-            }
-            let allow = compile_cidrs(*i, &u.api_source_cidrs, &mut diag);
-            let user = User {
-                name: name.clone(),
-                account: account.clone(),
-                allow,
-                allow_mode: u.allowlist_mode,
-                origin: files[*i].origin(span),
-            };
-            if users
-                .insert((account.clone(), name.clone()), Arc::new(user))
-                .is_some()
-            {
-                diag.error(
-                    *i,
-                    u.name.span(),
-                    format!("duplicate user `{name}` in account `{account}`"),
-                );
-            }
-        }
-    }
 
     // Leaked-key flags, by key id.
     let mut leaked: HashMap<String, (usize, Range<usize>, LeakInfo)> = HashMap::new();
@@ -491,95 +637,26 @@ fn compile(
         }
     }
 
-    // Keys.
-    // Sized once: growing a table of 100k keys rehashes and moves every entry several times.
-    let mut keys: HashMap<String, AccessKey> =
-        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.access_key.len()).sum());
-    let mut active_per_user: HashMap<(String, String), usize> = HashMap::new();
-    for (i, raw) in &parsed {
-        for k in &raw.access_key {
-            let span = k.span();
-            let k = k.get_ref();
-            let id = k.id.get_ref().trim().to_string();
-            if id.is_empty()
-                || id
-                    .bytes()
-                    .any(|b| !b.is_ascii_graphic() || b == b',' || b == b'/')
-            {
-                diag.error(
-                    *i,
-                    k.id.span(),
-                    "access key id must be non-empty printable ASCII without `,` or `/`",
-                );
-                continue;
-            }
-            let account_id = k.account.get_ref().trim();
-            let Some(account) = accounts.get(account_id).cloned() else {
-                diag.error(
-                    *i,
-                    k.account.span(),
-                    format!("access key `{id}` refers to unknown account `{account_id}`"),
-                );
-                continue;
-            };
-            let user = match &k.user {
-                None => None,
-                Some(u) => {
-                    let name = u.get_ref().trim().to_string();
-                    match users.get(&(account_id.to_string(), name.clone())) {
-                        Some(user) => Some(user.clone()),
-                        None => {
-                            diag.error(*i, u.span(), format!("access key `{id}` refers to unknown user `{name}` in account `{account_id}`"));
-                            continue;
-                        }
-                    }
-                }
-            };
-            let status = *k.status.get_ref();
-            if let (Some(u), KeyStatus::Active) = (&user, status) {
-                let n = active_per_user
-                    .entry((account_id.to_string(), u.name.clone()))
-                    .or_default();
-                *n += 1;
-                if *n > 2 {
-                    diag.error(*i, k.id.span(), format!("user `{}` has more than two active access keys; disable one before adding another", u.name));
-                }
-            }
-            let Some(material) = read_material(*i, k, dir, opts, check, &mut diag, &mut hash)
-            else {
-                continue;
-            };
-            let Ok(temporary) = read_temporary(*i, k, dir, opts, check, &mut diag, &mut hash)
-            else {
-                continue;
-            };
-            let Ok(totp) = read_totp(*i, k, dir, opts, check, &mut diag, &mut hash) else {
-                continue;
-            };
-            let allow = compile_cidrs(*i, &k.api_source_cidrs, &mut diag);
-            let key = AccessKey {
-                id: id.clone(),
-                account,
-                user,
-                status,
-                created: k.created.as_ref().map(|d| d.to_string()),
-                created_at: k.created.as_ref().and_then(date_secs),
-                allow,
-                allow_mode: k.allowlist_mode,
-                leaked: leaked.get(&id).map(|(_, _, info)| Box::new(info.clone())),
-                material,
-                temporary: temporary.map(Box::new),
-                totp: totp.map(Box::new),
-                sigv4_keys: Default::default(),
-                origin: files[*i].origin(span),
-            };
-            if keys.insert(id.clone(), key).is_some() {
-                diag.error(*i, k.id.span(), format!("duplicate access key id `{id}`"));
-            }
-        }
-    }
+    let reused = keys.is_some();
+    let keys_part = match keys {
+        Some(k) => k,
+        None => Arc::new(compile_keys(dir, &parsed, &leaked, opts, check, &mut diag)),
+    };
+    let keys = if reused {
+        let table = keys_part.table.clone();
+        let candidates = keys_part
+            .leaked_ids
+            .iter()
+            .chain(leaked.keys())
+            .map(String::as_str);
+        KeyTable::with_leaks(table, candidates, |id| {
+            leaked.get(id).map(|(_, _, info)| info.clone())
+        })
+    } else {
+        KeyTable::new(keys_part.table.clone(), HashMap::new())
+    };
     for (id, (file, span, _)) in &leaked {
-        if !keys.contains_key(id) {
+        if !keys_part.table.contains_key(id) {
             diag.warn(
                 *file,
                 span.clone(),
@@ -597,7 +674,7 @@ fn compile(
             let name = s.name.get_ref().trim().to_ascii_lowercase();
             let mut risk = ServiceRisk {
                 mode: s.mode,
-                origin: Some(files[*i].origin(span)),
+                origin: Some(diag.files[*i].origin(span)),
                 ..Default::default()
             };
             compile_actions(*i, &s.actions, &mut risk, &mut diag);
@@ -624,7 +701,7 @@ fn compile(
             }
             let mut ops = ServiceRisk {
                 mode: c.mode,
-                origin: Some(files[*i].origin(span)),
+                origin: Some(diag.files[*i].origin(span)),
                 ..Default::default()
             };
             if c.actions.is_empty() {
@@ -712,7 +789,7 @@ fn compile(
                         super::raw::SignatureFamily::Aws => crate::auth::Family::Aws,
                     },
                     upstream,
-                    origin: files[*i].origin(span),
+                    origin: diag.files[*i].origin(span),
                 });
             }
         }
@@ -736,9 +813,10 @@ fn compile(
     }
     // A set in which no key can authenticate is valid (an incident response may disable every
     // key at once) but is never what a routine edit meant: say so where it will be seen.
-    let usable_keys = usable_keys(&parsed, &mut diag);
+    let usable_keys = keys_part.usable_keys;
+    let mut last = Vec::new();
     if usable_keys == 0 && diag.problems.is_empty() {
-        diag.warnings.push(Problem {
+        last.push(Problem {
             file: dir.display().to_string(),
             line: 0,
             col: 0,
@@ -754,6 +832,22 @@ fn compile(
             problems: diag.problems,
         });
     }
+    // In the order a full compile finds them: the keys', the leaked flags', the allowlists'.
+    let warnings = Warnings::from_parts([
+        keys_part.key_warnings.clone(),
+        Arc::from(diag.warnings),
+        keys_part.usable_warnings.clone(),
+        Arc::from(last),
+    ]);
+    let content_hash = content_hash_of(
+        files.iter().map(|f| (&*f.name, f.text.len(), &f.digest)),
+        &keys_part.external_digest,
+    );
+    // `check`'s options compile placeholder keys: never to be served, so never reused.
+    let reuse = (!check.skip_secrets && !check.allow_empty)
+        .then(|| reusable(files, parsed, key_tables, keys_part.clone()))
+        .flatten()
+        .map(Arc::new);
     Ok(Snapshot {
         sources: files
             .iter()
@@ -763,24 +857,247 @@ fn compile(
             })
             .collect(),
         generation: 0,
-        content_hash: hex_lower(&hash.sha.finalize()),
-        external_inputs: hash.external,
+        content_hash,
+        external_inputs: keys_part.external.clone(),
         loaded_at: 0,
         settings,
         keys,
         routes,
         services,
         critical,
-        warnings: diag.warnings,
+        warnings,
         usable_keys,
+        reuse,
     })
+}
+
+/// What the next reload may take over: each file's tables without the key-bearing ones.
+fn reusable(
+    files: &[SourceFile],
+    parsed: Vec<(usize, Arc<RawFile>)>,
+    key_tables: Vec<bool>,
+    keys: Arc<KeyPart>,
+) -> Option<Reuse> {
+    let mut cached = Vec::with_capacity(parsed.len());
+    for ((i, raw), key_tables) in parsed.into_iter().zip(key_tables) {
+        let rest = if has_key_tables(&raw) {
+            // Held by nobody else: the compile that parsed it is over.
+            let mut raw = Arc::try_unwrap(raw).ok()?;
+            raw.account = Vec::new();
+            raw.user = Vec::new();
+            raw.access_key = Vec::new();
+            Arc::new(raw)
+        } else {
+            raw
+        };
+        let f = &files[i];
+        cached.push(CachedFile {
+            name: f.name.clone(),
+            len: f.text.len(),
+            digest: f.digest,
+            key_tables,
+            rest,
+        });
+    }
+    Some(Reuse {
+        files: cached,
+        keys,
+    })
+}
+
+/// Compiles the accounts, users and keys of `parsed`, with the leaked flags of `leaked`.
+fn compile_keys(
+    dir: &Path,
+    parsed: &[(usize, Arc<RawFile>)],
+    leaked: &HashMap<String, (usize, Range<usize>, LeakInfo)>,
+    opts: &LoadOptions,
+    check: &CheckOptions,
+    diag: &mut Diag<'_>,
+) -> KeyPart {
+    let mut hash = InputHash::new();
+    let mut leaked_ids = Vec::new();
+    // Warnings found before are not the keys'.
+    let before = std::mem::take(&mut diag.warnings);
+    // Accounts.
+    let mut accounts: HashMap<String, Arc<Account>> = HashMap::new();
+    for (i, raw) in parsed {
+        for a in &raw.account {
+            let span = a.span();
+            let a = a.get_ref();
+            let id = a.id.get_ref().trim().to_string();
+            if id.is_empty() {
+                diag.error(*i, a.id.span(), "account id is empty");
+                continue;
+            }
+            let allow = compile_cidrs(*i, &a.api_source_cidrs, diag);
+            let acct = Account {
+                id: id.clone(),
+                name: a.name.clone(),
+                allow,
+                allow_mode: a.allowlist_mode,
+                origin: diag.files[*i].origin(span),
+            };
+            if accounts.insert(id.clone(), Arc::new(acct)).is_some() {
+                diag.error(*i, a.id.span(), format!("duplicate account id `{id}`"));
+            }
+        }
+    }
+
+    // Users, unique by (account, name).
+    let mut users: HashMap<(String, String), Arc<User>> = HashMap::new();
+    for (i, raw) in parsed {
+        for u in &raw.user {
+            let span = u.span();
+            let u = u.get_ref();
+            let account = u.account.get_ref().trim().to_string();
+            let name = u.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                diag.error(*i, u.name.span(), "user name is empty");
+                continue;
+            }
+            if !accounts.contains_key(&account) {
+                diag.error(
+                    *i,
+                    u.account.span(),
+                    format!("user `{name}` refers to unknown account `{account}`"),
+                );
+            }
+            let allow = compile_cidrs(*i, &u.api_source_cidrs, diag);
+            let user = User {
+                name: name.clone(),
+                account: account.clone(),
+                allow,
+                allow_mode: u.allowlist_mode,
+                origin: diag.files[*i].origin(span),
+            };
+            if users
+                .insert((account.clone(), name.clone()), Arc::new(user))
+                .is_some()
+            {
+                diag.error(
+                    *i,
+                    u.name.span(),
+                    format!("duplicate user `{name}` in account `{account}`"),
+                );
+            }
+        }
+    }
+
+    // Keys.
+    // Sized once: growing a table of 100k keys rehashes and moves every entry several times.
+    let mut keys: HashMap<String, AccessKey> =
+        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.access_key.len()).sum());
+    let mut active_per_user: HashMap<(String, String), usize> = HashMap::new();
+    for (i, raw) in parsed {
+        for k in &raw.access_key {
+            let span = k.span();
+            let k = k.get_ref();
+            let id = k.id.get_ref().trim().to_string();
+            if id.is_empty()
+                || id
+                    .bytes()
+                    .any(|b| !b.is_ascii_graphic() || b == b',' || b == b'/')
+            {
+                diag.error(
+                    *i,
+                    k.id.span(),
+                    "access key id must be non-empty printable ASCII without `,` or `/`",
+                );
+                continue;
+            }
+            let account_id = k.account.get_ref().trim();
+            let Some(account) = accounts.get(account_id).cloned() else {
+                diag.error(
+                    *i,
+                    k.account.span(),
+                    format!("access key `{id}` refers to unknown account `{account_id}`"),
+                );
+                continue;
+            };
+            let user = match &k.user {
+                None => None,
+                Some(u) => {
+                    let name = u.get_ref().trim().to_string();
+                    match users.get(&(account_id.to_string(), name.clone())) {
+                        Some(user) => Some(user.clone()),
+                        None => {
+                            diag.error(*i, u.span(), format!("access key `{id}` refers to unknown user `{name}` in account `{account_id}`"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let status = *k.status.get_ref();
+            if let (Some(u), KeyStatus::Active) = (&user, status) {
+                let n = active_per_user
+                    .entry((account_id.to_string(), u.name.clone()))
+                    .or_default();
+                *n += 1;
+                if *n > 2 {
+                    diag.error(*i, k.id.span(), format!("user `{}` has more than two active access keys; disable one before adding another", u.name));
+                }
+            }
+            let Some(material) = read_material(*i, k, dir, opts, check, diag, &mut hash) else {
+                continue;
+            };
+            let Ok(temporary) = read_temporary(*i, k, dir, opts, check, diag, &mut hash) else {
+                continue;
+            };
+            let Ok(totp) = read_totp(*i, k, dir, opts, check, diag, &mut hash) else {
+                continue;
+            };
+            let allow = compile_cidrs(*i, &k.api_source_cidrs, diag);
+            let key = AccessKey {
+                id: id.clone(),
+                account,
+                user,
+                status,
+                created: k.created.as_ref().map(|d| d.to_string()),
+                created_at: k.created.as_ref().and_then(date_secs),
+                allow,
+                allow_mode: k.allowlist_mode,
+                leaked: leaked.get(&id).map(|(_, _, info)| {
+                    leaked_ids.push(id.clone());
+                    Box::new(info.clone())
+                }),
+                material,
+                temporary: temporary.map(Box::new),
+                totp: totp.map(Box::new),
+                sigv4_keys: Default::default(),
+                origin: diag.files[*i].origin(span),
+            };
+            if keys.insert(id.clone(), key).is_some() {
+                diag.error(*i, k.id.span(), format!("duplicate access key id `{id}`"));
+            }
+        }
+    }
+    let key_warnings = std::mem::replace(&mut diag.warnings, before);
+    let usable_keys = {
+        let mut counting = Diag {
+            files: diag.files,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let n = usable_keys(parsed, &mut counting);
+        diag.problems.append(&mut counting.problems);
+        (n, counting.warnings)
+    };
+    KeyPart {
+        table: Arc::new(keys),
+        leaked_ids,
+        external: hash.external.into(),
+        external_digest: hash.sha.finalize().into(),
+        key_warnings: key_warnings.into(),
+        usable_warnings: usable_keys.1.into(),
+        usable_keys: usable_keys.0,
+    }
 }
 
 /// Counts the keys that can authenticate some request: active, and admitted by some address at
 /// every allowlist level that enforces a non-empty list (account, user, key). Warns about each
 /// active key whose levels have no address in common. Read from the raw tables because compiled
 /// allowlists cannot be intersected; keys that failed to compile make the set fail anyway.
-fn usable_keys(parsed: &[(usize, RawFile)], diag: &mut Diag<'_>) -> usize {
+fn usable_keys(parsed: &[(usize, Arc<RawFile>)], diag: &mut Diag<'_>) -> usize {
     use super::raw::RuleMode;
     use ipnet::IpNet;
     // `None`: the level admits every address.
@@ -1387,7 +1704,7 @@ mod tests {
 
     #[test]
     fn line_and_column_of_offsets() {
-        let f = SourceFile::new("t.toml".into(), "ab\n\ncd\nef".into());
+        let f = SourceFile::new("t.toml".into(), "ab\n\ncd\nef".into(), [0; 32]);
         let at = |o| f.line_col(o);
         assert_eq!(at(0), (1, 1));
         assert_eq!(at(1), (1, 2));

@@ -149,7 +149,7 @@ impl fmt::Debug for Temporary {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeakInfo {
     pub reported: Option<String>,
     pub reason: Option<String>,
@@ -179,6 +179,181 @@ pub struct AccessKey {
     /// SigV4 derived signing keys for this key's secret.
     pub sigv4_keys: crate::auth::sigv4::SigningKeyCache,
     pub origin: Origin,
+}
+
+impl AccessKey {
+    /// This key with another leaked flag, for a snapshot that shares the rest of the key table
+    /// ([`KeyTable`]). The SigV4 signing-key cache starts empty: it is only a cache.
+    fn with_leak(&self, leaked: Option<Box<LeakInfo>>) -> AccessKey {
+        AccessKey {
+            id: self.id.clone(),
+            account: self.account.clone(),
+            user: self.user.clone(),
+            status: self.status,
+            created: self.created.clone(),
+            created_at: self.created_at,
+            allow: self.allow.clone(),
+            allow_mode: self.allow_mode,
+            leaked,
+            material: self.material.clone(),
+            temporary: self.temporary.clone(),
+            totp: self.totp.clone(),
+            sigv4_keys: Default::default(),
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+/// The access keys of a snapshot, by id.
+///
+/// Compiling 100k keys and their allowlists takes most of a second, and a reload that changed
+/// only a leaked-key list, a route or a setting would otherwise pay it again, and hold a second
+/// copy of every key while both snapshots live. So the compiled keys (`base`) are shared, through
+/// an `Arc`, by every snapshot whose key-bearing files and outside values are those they were
+/// compiled from; a key whose leaked flag differs from the one compiled into `base` is held again,
+/// with the flag of this snapshot, in `changed`, which is looked up first.
+pub struct KeyTable {
+    base: Arc<HashMap<String, AccessKey>>,
+    /// A subset of `base`'s ids: the keys whose leaked flag differs from `base`'s.
+    changed: HashMap<String, AccessKey>,
+}
+
+impl KeyTable {
+    pub(crate) fn new(
+        base: Arc<HashMap<String, AccessKey>>,
+        changed: HashMap<String, AccessKey>,
+    ) -> Self {
+        KeyTable { base, changed }
+    }
+
+    /// `base` with the leaked flags `leaked` gives (by key id), sharing every key whose flag is
+    /// unchanged. `candidates`: every id whose flag may differ from `base`'s (those flagged in
+    /// `base` and those flagged now); repeats are fine.
+    pub(crate) fn with_leaks<'a>(
+        base: Arc<HashMap<String, AccessKey>>,
+        candidates: impl Iterator<Item = &'a str>,
+        leaked: impl Fn(&str) -> Option<LeakInfo>,
+    ) -> Self {
+        let mut changed = HashMap::new();
+        for id in candidates {
+            let Some(k) = base.get(id) else { continue };
+            if changed.contains_key(id) {
+                continue;
+            }
+            let want = leaked(id);
+            if k.leaked.as_deref() != want.as_ref() {
+                changed.insert(id.to_string(), k.with_leak(want.map(Box::new)));
+            }
+        }
+        KeyTable { base, changed }
+    }
+
+    #[inline]
+    pub fn get(&self, id: &str) -> Option<&AccessKey> {
+        if !self.changed.is_empty()
+            && let Some(k) = self.changed.get(id)
+        {
+            return Some(k);
+        }
+        self.base.get(id)
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.base.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.base.keys()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &AccessKey> {
+        self.iter().map(|(_, k)| k)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &AccessKey)> {
+        self.base
+            .iter()
+            .map(|(id, k)| (id, self.changed.get(id).unwrap_or(k)))
+    }
+
+    /// Whether both tables hold the same compiled keys (a reload reused them).
+    pub fn shares_keys_with(&self, other: &KeyTable) -> bool {
+        Arc::ptr_eq(&self.base, &other.base)
+    }
+
+    /// How many keys this table holds apart from the shared ones.
+    pub fn own_keys(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Takes a key out, for tests that need one on its own. `None` when the compiled keys are
+    /// shared with another snapshot.
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, id: &str) -> Option<AccessKey> {
+        self.changed
+            .remove(id)
+            .or_else(|| Arc::get_mut(&mut self.base)?.remove(id))
+    }
+}
+
+impl fmt::Debug for KeyTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyTable")
+            .field("len", &self.len())
+            .field("own", &self.changed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot's warnings, in order. Held in parts so that a reload that reuses the compiled keys
+/// shares their warnings (one per inline secret, say: 100k of them) instead of copying them.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings {
+    parts: Vec<Arc<[Problem]>>,
+}
+
+impl Warnings {
+    pub(crate) fn from_parts(parts: impl IntoIterator<Item = Arc<[Problem]>>) -> Self {
+        Warnings {
+            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Problem> + Clone {
+        self.into_iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    pub fn to_vec(&self) -> Vec<Problem> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Warnings {
+    type Item = &'a Problem;
+    type IntoIter = std::iter::FlatMap<
+        std::slice::Iter<'a, Arc<[Problem]>>,
+        std::slice::Iter<'a, Problem>,
+        fn(&'a Arc<[Problem]>) -> std::slice::Iter<'a, Problem>,
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.parts.iter().flat_map(|p| p.iter())
+    }
 }
 
 /// How a route matches the request's host.
@@ -340,23 +515,27 @@ pub struct Snapshot {
     /// The rule files it was compiled from, in load order.
     pub sources: Vec<SourceInfo>,
     pub generation: u64,
-    /// Hex SHA-256 over every rule file (name and bytes) and every value it takes from outside
-    /// (secret, token, public-key and seed files and environment variables, by digest).
+    /// Hex SHA-256 over every rule file (name, length and SHA-256 of its bytes) and every value
+    /// it takes from outside (secret, token, public-key and seed files and environment variables,
+    /// by digest).
     pub content_hash: String,
     /// Where those outside values came from, in hash order: a reload recomputes the hash from
     /// them and the files without compiling ([`load::content_hash_now`]).
-    pub external_inputs: Vec<load::ExternalInput>,
+    pub external_inputs: Arc<[load::ExternalInput]>,
     pub loaded_at: UnixSeconds,
     pub settings: Settings,
-    pub keys: HashMap<String, AccessKey>,
+    pub keys: KeyTable,
     pub routes: Vec<Route>,
     pub services: HashMap<String, ServiceRisk>,
     /// Critical operations (`[[critical]]`), by service: they need a second factor.
     pub critical: HashMap<String, ServiceRisk>,
-    pub warnings: Vec<Problem>,
+    pub warnings: Warnings,
     /// Keys that can authenticate some request: active, and admitted by some address at every
     /// enforced allowlist level. Zero means every request is refused (and a warning says so).
     pub usable_keys: usize,
+    /// What the next reload may take over instead of parsing and compiling it again; `None` for
+    /// a set compiled with `check`'s options.
+    pub(crate) reuse: Option<Arc<load::Reuse>>,
 }
 
 impl Snapshot {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::load::{CheckOptions, content_hash_now, load_sources, read_sources};
+use super::load::{read_sources, reload_sources};
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
@@ -356,18 +356,15 @@ impl RulesStore {
 impl RulesStore {
     /// Reads and compiles the directory as it is now, refusing files caught mid-write. `None`:
     /// the rule set is the current one (same files, same outside values), found without parsing
-    /// or compiling it; a reload with nothing changed costs a read and a hash of the files.
+    /// or compiling it; a reload with nothing changed costs a read and a hash of the files. A
+    /// reload where no file with keys or accounts changed reuses the current set's compiled keys
+    /// ([`reload_sources`]).
     fn load_next(&self) -> Result<Option<Snapshot>, LoadError> {
         let sources = read_sources(&self.dir)?;
-        let current = self.current.load();
+        // Held for the whole compile: an `Arc`, not a guard, which is for short reads.
+        let current = self.current.load_full();
         refuse_emptied(&sources, &current)?;
-        if content_hash_now(&sources, &current.external_inputs, &self.opts)
-            .is_some_and(|h| h == current.content_hash)
-        {
-            return Ok(None);
-        }
-        drop(current);
-        load_sources(&self.dir, sources, &self.opts, &CheckOptions::default()).map(Some)
+        reload_sources(&self.dir, sources, &current, &self.opts)
     }
 }
 
@@ -413,7 +410,7 @@ const WARNINGS_SHOWN: usize = 3;
 /// than [`WARNINGS_SHOWN`] times (100k keys with inline secrets) becomes one line with its count
 /// and its first few instances: a reload must not flood the log, nor bury a rarer warning (a rule
 /// that refuses everything) among a hundred thousand alike.
-pub fn log_warnings(warnings: &[Problem]) {
+pub fn log_warnings<'a>(warnings: impl IntoIterator<Item = &'a Problem>) {
     for line in warning_lines(warnings) {
         tracing::warn!(warning = %line, "rule warning");
     }
@@ -421,28 +418,23 @@ pub fn log_warnings(warnings: &[Problem]) {
 
 /// The lines [`log_warnings`] writes. Warnings are of one kind when their messages agree outside
 /// their `quoted` parts (key ids, names).
-fn warning_lines(warnings: &[Problem]) -> Vec<String> {
-    let kind = |message: &str| -> String {
-        message
-            .split('`')
-            .enumerate()
-            .map(|(i, part)| if i % 2 == 1 { "`…`" } else { part })
-            .collect()
-    };
-    let mut kinds: Vec<(String, Vec<&Problem>)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+fn warning_lines<'a>(warnings: impl IntoIterator<Item = &'a Problem>) -> Vec<String> {
+    // Grouped without building each message's kind: a reload logs 100k warnings of one kind.
+    let mut kinds: Vec<(Kind<'a>, Vec<&Problem>)> = Vec::new();
+    let mut index: std::collections::HashMap<Kind<'a>, usize> = std::collections::HashMap::new();
     for w in warnings {
-        let k = kind(&w.message);
+        let k = Kind(&w.message);
         match index.get(&k) {
             Some(&i) => kinds[i].1.push(w),
             None => {
-                index.insert(k.clone(), kinds.len());
+                index.insert(k, kinds.len());
                 kinds.push((k, vec![w]));
             }
         }
     }
     let mut lines = Vec::new();
     for (kind, all) in kinds {
+        let kind = kind.shown();
         if all.len() <= WARNINGS_SHOWN {
             lines.extend(all.iter().map(|w| w.to_string()));
         } else {
@@ -458,6 +450,50 @@ fn warning_lines(warnings: &[Problem]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// A warning's message compared outside its `quoted` parts.
+#[derive(Clone, Copy)]
+struct Kind<'a>(&'a str);
+
+impl<'a> Kind<'a> {
+    /// The parts outside quotes, and `None` for each quoted one.
+    fn outside_quotes(self) -> impl Iterator<Item = Option<&'a str>> {
+        self.0
+            .split('`')
+            .enumerate()
+            .map(|(i, part)| (i % 2 == 0).then_some(part))
+    }
+
+    fn shown(self) -> String {
+        self.0
+            .split('`')
+            .enumerate()
+            .map(|(i, part)| if i % 2 == 1 { "`…`" } else { part })
+            .collect()
+    }
+}
+
+impl PartialEq for Kind<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.outside_quotes().eq(other.outside_quotes())
+    }
+}
+
+impl Eq for Kind<'_> {}
+
+impl std::hash::Hash for Kind<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for part in self.outside_quotes() {
+            match part {
+                Some(p) => {
+                    state.write(p.as_bytes());
+                    state.write_u8(0xff);
+                }
+                None => state.write_u8(0xfe),
+            }
+        }
+    }
 }
 
 /// After a watcher-triggered reload fails (a file caught half-written, a file deleted and not yet
@@ -823,5 +859,378 @@ upstream = "http://127.0.0.1:9000"
             0,
             "nobody held them: freed by the reloads themselves"
         );
+    }
+}
+
+/// A reload that reuses the served set's compiled keys must give the snapshot a full load of the
+/// same directory gives.
+#[cfg(test)]
+mod incremental_tests {
+    use super::*;
+    use crate::rules::load::LoadOptions;
+    use hmac::Mac;
+    use std::net::IpAddr;
+
+    const ACCOUNTS: &str = r#"
+[[account]]
+id = "1001"
+api_source_cidrs = ["10.0.0.0/8", "2001:db8::/32"]
+
+[[account]]
+id = "1002"
+
+[[user]]
+name = "alice"
+account = "1001"
+api_source_cidrs = ["10.1.0.0/16"]
+"#;
+
+    const KEYS: &str = r#"
+[[access_key]]
+id = "AK1"
+account = "1002"
+secret = "inline-1"
+status = "active"
+
+[[access_key]]
+id = "AK2"
+account = "1002"
+secret_file = "ak2.secret"
+status = "active"
+
+[[access_key]]
+id = "AK3"
+account = "1001"
+user = "alice"
+secret_env = "AKGATE_INCR_AK3"
+status = "active"
+api_source_cidrs = ["10.1.2.0/24"]
+
+[[access_key]]
+id = "AK4"
+account = "1001"
+secret = "inline-4"
+status = "disabled"
+
+[[access_key]]
+id = "AK5"
+account = "1001"
+user = "alice"
+secret = "inline-5"
+status = "active"
+api_source_cidrs = ["192.168.0.0/16"]
+"#;
+
+    const LEAKED: &str = r#"
+[[leaked_key]]
+id = "AK1"
+reason = "pasted in a chat"
+
+[[leaked_key]]
+id = "AKNOPE"
+"#;
+
+    const ROUTES: &str = r#"
+[[service]]
+name = "ecs"
+actions = ["DeleteInstance", "Create*"]
+
+[[critical]]
+service = "ecs"
+actions = ["DeleteInstance"]
+mode = "shadow"
+
+[[route]]
+host = "ecs.example.internal"
+service = "ecs"
+upstream = "http://127.0.0.1:9000"
+"#;
+
+    const PROBES: [&str; 6] = [
+        "10.1.2.3",
+        "10.9.9.9",
+        "192.168.1.1",
+        "2001:db8::1",
+        "127.0.0.1",
+        "::ffff:10.1.2.3",
+    ];
+
+    /// Everything a request's decision reads from a key, in comparable form.
+    fn key_facts(k: &crate::rules::AccessKey) -> String {
+        let mac = match &k.material {
+            crate::rules::KeyMaterial::Secret(s) => {
+                let mut m = s.hmac_sha256.clone();
+                m.update(b"probe");
+                crate::auth::encoding::hex_lower(&m.finalize().into_bytes())
+            }
+            crate::rules::KeyMaterial::RsaPublicKey(r) => format!("{:?}", r.der),
+        };
+        // Each level's answer for each probe address.
+        let allowed: Vec<(bool, Option<bool>, bool)> = PROBES
+            .iter()
+            .map(|ip| {
+                let ip: IpAddr = ip.parse().unwrap();
+                let ip = crate::policy::allowlist::canonical_ip(ip);
+                (
+                    k.account.allow.contains(ip),
+                    k.user.as_ref().map(|u| u.allow.contains(ip)),
+                    k.allow.contains(ip),
+                )
+            })
+            .collect();
+        format!(
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?}",
+            k.id,
+            k.status,
+            k.account.id,
+            k.account.allow,
+            k.user.as_ref().map(|u| (&u.name, &u.allow, &u.origin)),
+            k.allow,
+            k.leaked,
+            mac,
+            k.temporary,
+            k.created_at,
+            k.origin,
+            k.allow_mode,
+            allowed,
+            k.totp.is_some(),
+        )
+    }
+
+    fn risks(m: &std::collections::HashMap<String, crate::rules::ServiceRisk>) -> Vec<String> {
+        let mut out: Vec<String> = m
+            .iter()
+            .map(|(name, r)| {
+                let mut actions: Vec<&String> = r.actions.iter().collect();
+                actions.sort();
+                format!(
+                    "{name} {} {actions:?} {:?} {:?} {:?}",
+                    r.all, r.prefixes, r.mode, r.origin
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn sorted(ps: impl IntoIterator<Item = impl ToString>) -> Vec<String> {
+        let mut v: Vec<String> = ps.into_iter().map(|p| p.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// `inc` decides every request as `full` does.
+    fn assert_same(inc: &Snapshot, full: &Snapshot, step: &str) {
+        assert_eq!(inc.content_hash, full.content_hash, "{step}: content hash");
+        assert_eq!(inc.external_inputs, full.external_inputs, "{step}");
+        assert_eq!(inc.usable_keys, full.usable_keys, "{step}: usable keys");
+        assert_eq!(inc.keys.len(), full.keys.len(), "{step}: key count");
+        for (id, k) in full.keys.iter() {
+            let got = inc
+                .keys
+                .get(id)
+                .unwrap_or_else(|| panic!("{step}: {id} missing"));
+            assert_eq!(key_facts(got), key_facts(k), "{step}: key {id}");
+        }
+        let mut ids: Vec<_> = inc.keys.keys().collect();
+        ids.sort();
+        let mut by_iter: Vec<_> = inc.keys.iter().map(|(id, k)| (id, key_facts(k))).collect();
+        by_iter.sort();
+        let mut want: Vec<_> = full.keys.iter().map(|(id, k)| (id, key_facts(k))).collect();
+        want.sort();
+        assert_eq!(by_iter, want, "{step}: iterating the keys");
+        assert_eq!(sorted(&inc.warnings), sorted(&full.warnings), "{step}");
+        assert_eq!(inc.warnings.len(), full.warnings.len(), "{step}");
+        assert_eq!(
+            format!("{:?}", inc.routes),
+            format!("{:?}", full.routes),
+            "{step}"
+        );
+        assert_eq!(risks(&inc.services), risks(&full.services), "{step}");
+        assert_eq!(risks(&inc.critical), risks(&full.critical), "{step}");
+        assert_eq!(
+            format!("{:?}", inc.settings),
+            format!("{:?}", full.settings),
+            "{step}"
+        );
+        let names = |s: &Snapshot| -> Vec<(String, u64)> {
+            s.sources
+                .iter()
+                .map(|f| (f.name.to_string(), f.len))
+                .collect()
+        };
+        assert_eq!(names(inc), names(full), "{step}");
+    }
+
+    struct World {
+        dir: tempfile::TempDir,
+        opts: LoadOptions,
+        store: RulesStore,
+        env: Arc<Mutex<String>>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+            w("accounts.toml", ACCOUNTS);
+            w("keys.toml", KEYS);
+            w("leaked.toml", LEAKED);
+            w("routes.toml", ROUTES);
+            w("settings.toml", "[settings]\nclock_skew = \"5m\"\n");
+            w("ak2.secret", "from-a-file\n");
+            let env = Arc::new(Mutex::new("from-env".to_string()));
+            let e = env.clone();
+            let opts = LoadOptions {
+                env: Arc::new(move |n| (n == "AKGATE_INCR_AK3").then(|| e.lock().unwrap().clone())),
+                upstream_override: None,
+            };
+            let store = RulesStore::open(dir.path(), opts.clone()).unwrap();
+            World {
+                dir,
+                opts,
+                store,
+                env,
+            }
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.dir.path().join(name), text).unwrap();
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.path().join(name)).unwrap()
+        }
+
+        /// Reloads; checks the outcome against a full load of the directory, and whether the
+        /// compiled keys were reused as `reused` says.
+        fn step(&self, step: &str, reused: bool) {
+            let before = self.store.load();
+            let outcome = self.store.reload();
+            let full = crate::rules::load_dir(self.dir.path(), &self.opts);
+            match (outcome, full) {
+                (ReloadOutcome::Applied { .. }, Ok(full)) => {
+                    let now = self.store.load();
+                    assert_same(&now, &full, step);
+                    assert_eq!(
+                        now.keys.shares_keys_with(&before.keys),
+                        reused,
+                        "{step}: compiled keys reused"
+                    );
+                }
+                (ReloadOutcome::Failed(e), Err(full)) => {
+                    assert_eq!(sorted(&e.problems), sorted(&full.problems), "{step}");
+                    assert!(
+                        e.problems.iter().all(|p| p.line > 0),
+                        "{step}: errors name a line: {e}"
+                    );
+                    assert!(
+                        Arc::ptr_eq(&before, &self.store.load()),
+                        "{step}: still served"
+                    );
+                }
+                (ReloadOutcome::Unchanged, Ok(full)) => {
+                    let now = self.store.load();
+                    assert!(Arc::ptr_eq(&before, &now), "{step}: unchanged");
+                    assert_same(&now, &full, step);
+                }
+                (o, f) => panic!("{step}: reload {o:?}, full load {:?}", f.map(|_| "ok")),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reload_reusing_the_compiled_keys_equals_a_full_load() {
+        let w = World::new();
+        let full = crate::rules::load_dir(w.dir.path(), &w.opts).unwrap();
+        assert_same(&w.store.load(), &full, "open");
+
+        // Leaked flags: one added, one changed, then the whole file moved down two lines
+        // (every flag's origin changes).
+        let leaked = LEAKED.replace("pasted in a chat", "in a public repo")
+            + "\n[[leaked_key]]\nid = \"AK3\"\nmode = \"shadow\"\n";
+        w.write("leaked.toml", &leaked);
+        w.step("leaked flags edited", true);
+        w.write("leaked.toml", &format!("\n\n{leaked}"));
+        w.step("leaked flags moved", true);
+
+        // A file with leaked flags and routes added, changed, then removed.
+        w.write(
+            "zz-extra.toml",
+            "[[leaked_key]]\nid = \"AK5\"\n\n[[service]]\nname = \"vpc\"\n",
+        );
+        w.step("a file added", true);
+        w.write(
+            "zz-extra.toml",
+            "[[leaked_key]]\nid = \"AK4\"\nreason = \"x\"\n",
+        );
+        w.step("the added file rewritten", true);
+        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.step("the added file removed", true);
+
+        // Routes, critical operations and settings.
+        w.write("routes.toml", &ROUTES.replace("9000", "9001"));
+        w.step("an upstream changed", true);
+        w.write(
+            "settings.toml",
+            "[settings]\nclock_skew = \"1m\"\ntrusted_proxies = [\"10.0.0.1\"]\n",
+        );
+        w.step("settings changed", true);
+
+        // Errors, in a file without keys: refused with the full load's problems, then fixed.
+        w.write(
+            "routes.toml",
+            &ROUTES.replace("service = \"ecs\"\nupstream", "service = \"ebs\"\nupstream"),
+        );
+        w.step("a route to an unknown service", true);
+        w.write("leaked.toml", "[[leaked_key]\nid = \"AK1\"\n");
+        w.step("a syntax error", true);
+        w.write("routes.toml", ROUTES);
+        w.write("leaked.toml", LEAKED);
+        w.step("errors fixed", true);
+
+        // Changes to keys, accounts and outside values compile the keys again.
+        w.write(
+            "keys.toml",
+            &KEYS.replace("status = \"disabled\"", "status = \"active\""),
+        );
+        w.step("a key enabled", false);
+        w.write("leaked.toml", "# none\n");
+        w.step("every flag removed", true);
+        w.write("ak2.secret", "rotated\n");
+        w.step("a secret file rotated", false);
+        *w.env.lock().unwrap() = "rotated-env".into();
+        w.step("a secret variable rotated", false);
+        w.write(
+            "accounts.toml",
+            &ACCOUNTS.replace("10.1.0.0/16", "10.1.2.0/24"),
+        );
+        w.step("a user's allowlist narrowed", false);
+        w.write("zz-keys.toml", &format!("{}\n[[leaked_key]]\nid = \"AK6\"\n", "[[access_key]]\nid = \"AK6\"\naccount = \"1002\"\nsecret = \"s6\"\nstatus = \"active\"\n"));
+        w.step("a file with a key added", false);
+        std::fs::remove_file(w.dir.path().join("zz-keys.toml")).unwrap();
+        w.step("a file with a key removed", false);
+        w.write("zz-keys.toml", &format!("{}\n[[leaked_key]]\nid = \"AK6\"\n", "[[access_key]]\nid = \"AK6\"\naccount = \"1002\"\nsecret = \"s6\"\nstatus = \"active\"\n"));
+        w.step("and added again", false);
+        w.write("zz-keys.toml", "[[leaked_key]]\nid = \"AK6\"\n");
+        w.step("its key taken out", false);
+        w.write("zz-keys.toml", "[[access_key]]\nid = \"AK7\"\naccount = \"1002\"\nsecret_env = \"UNSET_VAR\"\nstatus = \"active\"\n");
+        w.step("a key whose secret cannot be read", false);
+        std::fs::remove_file(w.dir.path().join("zz-keys.toml")).unwrap();
+        // Removed as the served set has it (the failed reload applied nothing): no key tables.
+        w.step("the key file removed", true);
+        let keys = w.read("keys.toml");
+        w.write(
+            "keys.toml",
+            &keys.replace(
+                "account = \"1002\"\nsecret = \"inline-1\"",
+                "account = \"1003\"\nsecret = \"inline-1\"",
+            ),
+        );
+        w.step("a key of an unknown account", false);
+        w.write("keys.toml", &keys);
+        w.step("keys fixed: the set served", true);
+        w.write("leaked.toml", LEAKED);
+        w.step("flags back", true);
     }
 }
