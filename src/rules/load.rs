@@ -13,7 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
 use super::{
     AccessKey, Account, HostMatch, KeyMaterial, KeyTable, LeakInfo, Origin, Route, RsaPublicKey,
-    Secret, ServiceRisk, Settings, Snapshot, Temporary, User, Warnings,
+    Secret, ServiceRisk, Settings, Snapshot, Temporary, User, WarningPart, Warnings,
 };
 use crate::auth::encoding::hex_lower;
 use crate::policy::IpSet;
@@ -416,8 +416,8 @@ pub(crate) struct KeyPart {
     /// [`InputHash`]'s digest of the outside values when they were read.
     external_digest: [u8; 32],
     /// Warnings found while compiling the keys, and while counting the usable ones.
-    key_warnings: Arc<[Problem]>,
-    usable_warnings: Arc<[Problem]>,
+    key_warnings: Arc<WarningPart>,
+    usable_warnings: Arc<WarningPart>,
     usable_keys: usize,
 }
 
@@ -835,9 +835,9 @@ fn assemble(
     // In the order a full compile finds them: the keys', the leaked flags', the allowlists'.
     let warnings = Warnings::from_parts([
         keys_part.key_warnings.clone(),
-        Arc::from(diag.warnings),
+        WarningPart::new(diag.warnings),
         keys_part.usable_warnings.clone(),
-        Arc::from(last),
+        WarningPart::new(last),
     ]);
     let content_hash = content_hash_of(
         files.iter().map(|f| (&*f.name, f.text.len(), &f.digest)),
@@ -1087,8 +1087,8 @@ fn compile_keys(
         leaked_ids,
         external: hash.external.into(),
         external_digest: hash.sha.finalize().into(),
-        key_warnings: key_warnings.into(),
-        usable_warnings: usable_keys.1.into(),
+        key_warnings: WarningPart::new(key_warnings),
+        usable_warnings: WarningPart::new(usable_keys.1),
         usable_keys: usable_keys.0,
     }
 }

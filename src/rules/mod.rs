@@ -314,16 +314,38 @@ impl fmt::Debug for KeyTable {
 }
 
 /// A snapshot's warnings, in order. Held in parts so that a reload that reuses the compiled keys
-/// shares their warnings (one per inline secret, say: 100k of them) instead of copying them.
+/// shares their warnings (one per inline secret, say: 100k of them) instead of copying them, and
+/// the lines that log them ([`store::log_warnings`]) are worked out once per part.
 #[derive(Debug, Clone, Default)]
 pub struct Warnings {
-    parts: Vec<Arc<[Problem]>>,
+    parts: Vec<Arc<WarningPart>>,
+}
+
+/// Warnings found by one stage of a compile (the keys', the leaked flags', the allowlists').
+#[derive(Debug)]
+pub struct WarningPart {
+    problems: Box<[Problem]>,
+    /// What logging them writes. Each stage words its own warnings, so no kind of warning spans
+    /// two parts and the parts' lines, one after the other, are the lines of the whole.
+    lines: std::sync::OnceLock<Vec<String>>,
+}
+
+impl WarningPart {
+    pub(crate) fn new(problems: Vec<Problem>) -> Arc<Self> {
+        Arc::new(WarningPart {
+            problems: problems.into_boxed_slice(),
+            lines: std::sync::OnceLock::new(),
+        })
+    }
 }
 
 impl Warnings {
-    pub(crate) fn from_parts(parts: impl IntoIterator<Item = Arc<[Problem]>>) -> Self {
+    pub(crate) fn from_parts(parts: impl IntoIterator<Item = Arc<WarningPart>>) -> Self {
         Warnings {
-            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+            parts: parts
+                .into_iter()
+                .filter(|p| !p.problems.is_empty())
+                .collect(),
         }
     }
 
@@ -332,7 +354,7 @@ impl Warnings {
     }
 
     pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.len()).sum()
+        self.parts.iter().map(|p| p.problems.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -342,17 +364,26 @@ impl Warnings {
     pub fn to_vec(&self) -> Vec<Problem> {
         self.iter().cloned().collect()
     }
+
+    /// The lines [`store::log_warnings`] writes for them.
+    pub(crate) fn log_lines(&self) -> impl Iterator<Item = &String> {
+        self.parts.iter().flat_map(|p| {
+            p.lines
+                .get_or_init(|| store::warning_lines(p.problems.iter()))
+                .iter()
+        })
+    }
 }
 
 impl<'a> IntoIterator for &'a Warnings {
     type Item = &'a Problem;
     type IntoIter = std::iter::FlatMap<
-        std::slice::Iter<'a, Arc<[Problem]>>,
+        std::slice::Iter<'a, Arc<WarningPart>>,
         std::slice::Iter<'a, Problem>,
-        fn(&'a Arc<[Problem]>) -> std::slice::Iter<'a, Problem>,
+        fn(&'a Arc<WarningPart>) -> std::slice::Iter<'a, Problem>,
     >;
     fn into_iter(self) -> Self::IntoIter {
-        self.parts.iter().flat_map(|p| p.iter())
+        self.parts.iter().flat_map(|p| p.problems.iter())
     }
 }
 

@@ -410,15 +410,15 @@ const WARNINGS_SHOWN: usize = 3;
 /// than [`WARNINGS_SHOWN`] times (100k keys with inline secrets) becomes one line with its count
 /// and its first few instances: a reload must not flood the log, nor bury a rarer warning (a rule
 /// that refuses everything) among a hundred thousand alike.
-pub fn log_warnings<'a>(warnings: impl IntoIterator<Item = &'a Problem>) {
-    for line in warning_lines(warnings) {
+pub fn log_warnings(warnings: &super::Warnings) {
+    for line in warnings.log_lines() {
         tracing::warn!(warning = %line, "rule warning");
     }
 }
 
 /// The lines [`log_warnings`] writes. Warnings are of one kind when their messages agree outside
 /// their `quoted` parts (key ids, names).
-fn warning_lines<'a>(warnings: impl IntoIterator<Item = &'a Problem>) -> Vec<String> {
+pub(crate) fn warning_lines<'a>(warnings: impl IntoIterator<Item = &'a Problem>) -> Vec<String> {
     // Grouped without building each message's kind: a reload logs 100k warnings of one kind.
     let mut kinds: Vec<(Kind<'a>, Vec<&Problem>)> = Vec::new();
     let mut index: std::collections::HashMap<Kind<'a>, usize> = std::collections::HashMap::new();
@@ -1041,6 +1041,12 @@ upstream = "http://127.0.0.1:9000"
         assert_eq!(by_iter, want, "{step}: iterating the keys");
         assert_eq!(sorted(&inc.warnings), sorted(&full.warnings), "{step}");
         assert_eq!(inc.warnings.len(), full.warnings.len(), "{step}");
+        // Logged part by part as if grouped whole.
+        assert_eq!(
+            sorted(inc.warnings.log_lines()),
+            sorted(warning_lines(full.warnings.iter())),
+            "{step}: logged"
+        );
         assert_eq!(
             format!("{:?}", inc.routes),
             format!("{:?}", full.routes),
