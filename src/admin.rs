@@ -35,7 +35,7 @@ pub async fn serve(
                 let rules = rules.clone();
                 let ready = ready.clone();
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &rules, &ready, &state).await) }
+                async move { Ok::<_, Infallible>(route(req, &rules, &ready, state).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -62,7 +62,7 @@ async fn route(
     req: Request<Incoming>,
     rules: &Arc<RulesStore>,
     ready: &AtomicBool,
-    state: &State,
+    state: Arc<State>,
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
@@ -87,11 +87,24 @@ async fn route(
             }
         }
         (&Method::GET, "/rules") => rules_status(rules),
-        (&Method::GET, "/keys") => keys(rules, state, None),
+        // A row per key: with 100k keys, tens of milliseconds that must not hold up a runtime
+        // worker (and the requests it serves).
+        (&Method::GET, "/keys") => {
+            let rules = rules.clone();
+            tokio::task::spawn_blocking(move || keys(&rules, &state, None))
+                .await
+                .unwrap_or_else(|_| {
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        "internal error\n",
+                    )
+                })
+        }
         (&Method::GET, path) if path.starts_with("/keys/") => {
             let raw = &path["/keys/".len()..];
             let id = crate::auth::encoding::percent_decode(raw.as_bytes(), false);
-            keys(rules, state, Some(&String::from_utf8_lossy(&id)))
+            keys(rules, &state, Some(&String::from_utf8_lossy(&id)))
         }
         (&Method::POST, "/rules/reload") => {
             let store = rules.clone();
@@ -126,9 +139,23 @@ fn rules_status(rules: &RulesStore) -> Response<Body> {
         "routes": snap.routes.len(),
         "last_error": status.last_error,
         "last_error_at": status.last_error_at.map(crate::time::format_iso8601_utc),
-        "warnings": snap.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        "warnings": warning_list(&snap.warnings),
+        "warnings_total": snap.warnings.len(),
     });
     text(StatusCode::OK, "application/json", body.to_string())
+}
+
+/// Past this many, `/rules` lists warnings as the log does: one line per kind with its count and
+/// first instances. 100k keys with inline secrets would otherwise make every `/rules` and every
+/// `POST /rules/reload` answer 100k strings long, and bury a rarer, graver warning among them.
+const WARNINGS_LISTED: usize = 100;
+
+fn warning_list(warnings: &crate::rules::Warnings) -> Vec<String> {
+    if warnings.len() <= WARNINGS_LISTED {
+        warnings.iter().map(|w| w.to_string()).collect()
+    } else {
+        warnings.log_lines().cloned().collect()
+    }
 }
 
 /// `GET /keys` (every key of the snapshot) and `GET /keys/{id}`: last use and idleness, never a
@@ -160,4 +187,44 @@ fn keys(rules: &RulesStore, state: &State, id: Option<&str>) -> Response<Body> {
         },
     };
     text(StatusCode::OK, "application/json", body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Problem, WarningPart, Warnings};
+
+    fn problem(line: usize, message: String) -> Problem {
+        Problem {
+            file: "keys.toml".into(),
+            line,
+            col: 1,
+            message,
+        }
+    }
+
+    #[test]
+    fn a_few_warnings_are_listed_whole_and_a_flood_by_kind() {
+        let few: Vec<Problem> = (0..4)
+            .map(|i| problem(i, format!("key `K{i}` has no address in common")))
+            .collect();
+        let listed = warning_list(&Warnings::from_parts([WarningPart::new(few)]));
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert!(listed.iter().all(|l| l.contains("no address in common")));
+
+        let mut flood: Vec<Problem> = (0..1000)
+            .map(|i| problem(i, format!("key `K{i}` has its secret inline")))
+            .collect();
+        flood.push(problem(2000, "every key is disabled".into()));
+        let listed = warning_list(&Warnings::from_parts([WarningPart::new(flood)]));
+        assert!(listed.len() < 10, "{listed:?}");
+        assert!(
+            listed.iter().any(|l| l.contains("every key is disabled")),
+            "the rare warning stays visible: {listed:?}"
+        );
+        assert!(
+            listed.iter().any(|l| l.contains("1000")),
+            "the flood is counted: {listed:?}"
+        );
+    }
 }

@@ -366,7 +366,7 @@ impl Warnings {
     }
 
     /// The lines [`store::log_warnings`] writes for them.
-    pub(crate) fn log_lines(&self) -> impl Iterator<Item = &String> {
+    pub fn log_lines(&self) -> impl Iterator<Item = &String> {
         self.parts.iter().flat_map(|p| {
             p.lines
                 .get_or_init(|| store::warning_lines(p.problems.iter()))
