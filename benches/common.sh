@@ -1,5 +1,6 @@
-# Sourced by the benchmark scripts (benches/e2e.sh, benches/fleet.sh): messages, and the
-# processes they start, all stopped on exit whatever happens. Needs RUN (the logs directory).
+# Sourced by the benchmark scripts (benches/e2e.sh, benches/fleet.sh, benches/instructions.sh):
+# messages, package installs, bench executables, and the processes they start, all stopped on
+# exit whatever happens. Needs RUN (the logs directory).
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf '\n!!! %s\n' "$*" >&2; exit 1; }
@@ -27,4 +28,29 @@ wait_port() { # port what
         sleep 0.1
     done
     die "nothing listens on 127.0.0.1:$1 after 120 s ($2); see $RUN/"
+}
+
+# Installs Debian packages (needs root), with their services kept from starting: a packaged
+# nginx or redis would take ports and CPU the benchmark measures.
+apt_install() { # [apt-get options] package...
+    [ "$(id -u)" = 0 ] || die "missing: $* (apt-get install them, or run this once as root)"
+    local made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+
+# The executable cargo builds for a bench target (built if needed).
+bench_exe() { # target
+    cargo bench --locked --no-run --bench "$1" --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$1" | tail -n 1
 }

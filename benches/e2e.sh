@@ -70,17 +70,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # ---------------------------------------------------------------------------------------------
 step "what is needed: nginx, its Lua module, matplotlib"
 if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
-    [ "$(id -u)" = 0 ] || die "nginx and libnginx-mod-http-lua are missing and this is not root: apt-get install nginx libnginx-mod-http-lua"
-    # The packages would start a system nginx on port 80; only ours should run.
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-http-lua
-    [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    apt_install nginx libnginx-mod-http-lua
 fi
 nginx -v 2>&1
 VENV="$TARGET_DIR/bench-venv"
@@ -95,14 +85,6 @@ fi
 step "build (release)"
 cargo build --release --locked --bin akgate
 AKGATE="$TARGET_DIR/release/akgate"
-bench_exe() {
-    cargo bench --locked --no-run --bench "$1" --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
-        print(m["executable"])' "$1" | tail -n 1
-}
 cargo bench --locked --no-run --bench loadgen --bench scaling
 LOADGEN="$(bench_exe loadgen)"
 SCALING_BIN="$(bench_exe scaling)"

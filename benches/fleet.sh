@@ -58,9 +58,7 @@ step "what is needed: redis-server"
 REDIS_SERVER="$(command -v redis-server || true)"
 [ -n "$REDIS_SERVER" ] || [ ! -x /usr/bin/redis-server ] || REDIS_SERVER=/usr/bin/redis-server
 if [ -z "$REDIS_SERVER" ]; then
-    [ "$(id -u)" = 0 ] || die "redis-server is missing and this is not root: apt-get install redis-server"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+    apt_install --no-install-recommends redis-server
     REDIS_SERVER="$(command -v redis-server || echo /usr/bin/redis-server)"
 fi
 "$REDIS_SERVER" --version
@@ -69,12 +67,7 @@ step "build (release)"
 cargo build --release --locked --bin akgate
 AKGATE="$TARGET_DIR/release/akgate"
 cargo bench --locked --no-run --bench loadgen
-LOADGEN="$(cargo bench --locked --no-run --bench loadgen --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "loadgen":
-        print(m["executable"])' | tail -n 1)"
+LOADGEN="$(bench_exe loadgen)"
 [ -x "$LOADGEN" ] || die "cannot find the loadgen executable"
 
 mkdir -p "$OUT" "$RUN"

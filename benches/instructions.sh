@@ -39,28 +39,13 @@ command -v strace >/dev/null || missing+=(strace)
 command -v nginx >/dev/null || missing+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
 if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die "missing: ${missing[*]} (apt-get install them, or run as root once)"
-    # The nginx package would start a system nginx on port 80; only ours should run.
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    apt_install "${missing[@]}"
 fi
 
 step "build (release)"
 cargo build --release --locked --bin akgate
 AKGATE="$TARGET_DIR/release/akgate"
-LOADGEN="$(cargo bench --locked --no-run --bench loadgen --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "loadgen":
-        print(m["executable"])')"
+LOADGEN="$(bench_exe loadgen)"
 [ -x "$LOADGEN" ] || die "cannot find the loadgen executable"
 
 mkdir -p "$OUT" "$RUN"
@@ -114,7 +99,7 @@ drive() { # name rate before after
     "$3"
     "$LOADGEN" run --name "$1" --kind fixed --round 0 --target "127.0.0.1:$PROXY_PORT" \
         --keys "$KEYS" --threads 1 --warmup 0 --out "$RUN/runs.jsonl" --rate "$2" \
-        --duration "$((REQUESTS / $2))" --connections 8 >/dev/null
+        --duration "$(((REQUESTS + $2 - 1) / $2))" --connections 8 >/dev/null
     "$4"
 }
 answered() { tail -n 1 "$RUN/runs.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])'; }
@@ -158,6 +143,7 @@ for name in $TARGETS; do
     drive "$name" 1000 trace_on trace_off
     stop_proxy
     ok=$(answered)
+    [ "$ok" -gt 0 ] || die "$name answered no request under strace"
     SYSCALLS[$name]=$(awk -v n="$ok" '$NF == "total" { printf "%.2f", $4 / n }' "$RUN/$name.strace")
     # strace -c columns: % time, seconds, usecs/call, calls, [errors,] syscall.
     DETAIL[$name]=$(awk -v n="$ok" 'NR > 2 && $1 ~ /^[0-9.]+$/ && $NF != "total" {
