@@ -189,7 +189,8 @@ fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> 
             let _ = write!(xff, "{v6}");
         }
     }
-    HeaderValue::from_str(&xff).ok()
+    // The String's buffer becomes the header's bytes: no second copy.
+    HeaderValue::from_maybe_shared(Bytes::from(xff.into_bytes())).ok()
 }
 
 fn push_decimal(out: &mut String, n: u8) {

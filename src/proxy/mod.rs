@@ -49,7 +49,7 @@ pub struct Gateway {
 struct Learned<'s> {
     key: Option<&'s AccessKey>,
     source: SourceIp,
-    scheme: Option<&'static str>,
+    scheme: Option<crate::auth::Scheme>,
     action: Option<String>,
     rule: Option<&'s Origin>,
     would_deny: Vec<(&'static str, Option<&'s Origin>)>,
@@ -182,7 +182,7 @@ impl Gateway {
             };
             let decision = pending.finish(outcome);
             learned.source = decision.source;
-            learned.scheme = decision.scheme.map(|s| s.as_str());
+            learned.scheme = decision.scheme;
             learned.key = decision.key;
             learned.rule = decision.deciding_rule;
             if audit_on {
@@ -221,7 +221,7 @@ impl Gateway {
         .await;
 
         let elapsed = started.elapsed();
-        let scheme = learned.scheme.unwrap_or("none");
+        let scheme = learned.scheme;
         let (resp, decision, code) = match outcome {
             Ok(resp) => {
                 crate::metrics::request("allowed", "OK", scheme, elapsed);
@@ -276,7 +276,7 @@ impl Gateway {
                 hops: 0,
                 service: route.map(|r| r.service.as_str()),
                 action: learned.action.as_deref(),
-                scheme: learned.scheme,
+                scheme: learned.scheme.map(crate::auth::Scheme::as_str),
                 decision,
                 code,
                 status: resp.status().as_u16(),

@@ -275,7 +275,15 @@ struct Diag<'a> {
     warnings: Vec<Problem>,
 }
 
-impl Diag<'_> {
+impl<'a> Diag<'a> {
+    fn new(files: &'a [SourceFile]) -> Self {
+        Diag {
+            files,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn problem(&self, file: usize, span: Range<usize>, message: String) -> Problem {
         let f = &self.files[file];
         let (line, col) = f.line_col(span.start);
@@ -469,11 +477,7 @@ fn compile(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let mut diag = Diag {
-        files,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut diag = Diag::new(files);
     let mut parsed = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         if let Some(raw) = parse_file(i, f, &mut diag) {
@@ -549,11 +553,7 @@ fn parse_changed(
     if reuse.files.iter().any(|c| c.key_tables && !kept(c)) {
         return Ok(None);
     }
-    let mut diag = Diag {
-        files,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut diag = Diag::new(files);
     let mut parsed = Vec::with_capacity(files.len());
     let mut key_tables = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
@@ -596,11 +596,7 @@ fn assemble(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let mut diag = Diag {
-        files,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut diag = Diag::new(files);
 
     // Settings: at most one [settings] table in the whole set.
     let mut settings_raw: Option<(usize, &Spanned<RawSettings>)> = None;
