@@ -106,6 +106,52 @@ async fn edit_in_place_takes_effect_without_restart() {
     );
 }
 
+/// A reload that finds the key file as it last read it, and unchanged since well before, does not
+/// read it again (akgate compares its stamp: size, times, inode). An edit of that file must still
+/// be seen, even one that keeps its size and its inode, and even when the reload comes long
+/// after the edit (no watcher; an operator's `POST /rules/reload`).
+#[tokio::test]
+async fn a_settled_key_file_edited_in_place_to_the_same_size_takes_effect() {
+    let w = world(&["--no-watch"]).await;
+    let reload = || async {
+        let req = Req {
+            method: "POST".into(),
+            path_and_query: "/rules/reload".into(),
+            headers: vec![],
+            body: vec![],
+        };
+        let r = send(w.gw.admin, &req).await;
+        assert_eq!(r.status, 200);
+        r.headers["x-akgate-reload"].clone()
+    };
+    // A file's stamp stands for its bytes two seconds after its last change. Past that, a reload
+    // (of a leaked-key flag) reads keys.toml once more and keeps its stamp.
+    let settle = Duration::from_millis(2300);
+    tokio::time::sleep(settle).await;
+    let leaked = w.dir.path().join("leaked.toml");
+    let mut text = std::fs::read_to_string(&leaked).unwrap();
+    text.push_str(&format!("\n[[leaked_key]]\nid = \"{}\"\n", ALICE.0));
+    save_by_rename(&leaked, &text);
+    assert_eq!(reload().await, "applied");
+    assert_eq!(status_of(&w, "DeleteInstance", ALICE).await, 403);
+    assert_eq!(reload().await, "unchanged");
+
+    let keys = w.dir.path().join("keys.toml");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let enabled = keys_with_disabled_enabled(&text);
+    assert_eq!(enabled.len(), text.len(), "the edit keeps the file's size");
+    write_in_place(&keys, &enabled);
+    // Settled again before the reload: only the stamp's times tell the edit.
+    tokio::time::sleep(settle).await;
+    assert_eq!(reload().await, "applied");
+    assert_eq!(status_of(&w, "DescribeRegions", DISABLED).await, 200);
+    assert_eq!(
+        status_of(&w, "DeleteInstance", ALICE).await,
+        403,
+        "the flag stays"
+    );
+}
+
 #[tokio::test]
 async fn save_by_rename_takes_effect_without_restart() {
     let w = world(&[]).await;

@@ -200,8 +200,14 @@ fn external_file_value(path: &Path) -> std::io::Result<Zeroizing<String>> {
 
 struct SourceFile {
     name: Arc<str>,
+    /// Empty for a file not read again by a reload ([`read_for_reload`]); `len` and `digest`
+    /// are then those of the bytes read before.
     text: String,
+    len: usize,
     digest: [u8; 32],
+    stamp: Option<FileStamp>,
+    /// Not read again by a reload: `text` is empty.
+    unread: bool,
     /// Offset of the start of each line: every key, route and warning asks for its line, and
     /// counting newlines from the top each time made loading 100k keys quadratic. Found when
     /// first asked for: a reload that reuses a large key file's compiled keys never asks.
@@ -235,11 +241,28 @@ fn newline_offsets(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 impl SourceFile {
-    fn new(name: Arc<str>, text: String, digest: [u8; 32]) -> Self {
+    fn new(name: Arc<str>, text: String, stamp: Option<FileStamp>) -> Self {
+        let digest = Sha256::digest(text.as_bytes()).into();
         SourceFile {
             name,
+            len: text.len(),
             text,
             digest,
+            stamp,
+            unread: false,
+            line_starts: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A file a reload did not read again, known to hold `len` bytes of digest `digest`.
+    fn unread(name: Arc<str>, len: usize, digest: [u8; 32], stamp: Option<FileStamp>) -> Self {
+        SourceFile {
+            name,
+            text: String::new(),
+            len,
+            digest,
+            stamp,
+            unread: true,
             line_starts: std::cell::OnceCell::new(),
         }
     }
@@ -345,13 +368,100 @@ pub fn load_dir_with(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let files = read_sources(dir)?;
-    load_sources(dir, files, opts, check)
+    let files = read_rule_files(dir, |_, _| None)?;
+    compile(dir, &source_files(files), opts, check)
 }
 
 /// Reads the rule files of `dir` ([`rule_files`]) as `(file name, text)`, sorted by name, for
 /// [`load_sources`]. Fails when there are none, or one cannot be read.
 pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
+    Ok(read_rule_files(dir, |_, _| None)?
+        .into_iter()
+        .map(|f| match f.text {
+            Content::Read(text) => (f.name, text),
+            // Nothing is skipped above.
+            Content::Known { .. } => (f.name, String::new()),
+        })
+        .collect())
+}
+
+/// A rule file as a reload found it.
+pub(crate) struct ReadFile {
+    name: String,
+    text: Content,
+    stamp: Option<FileStamp>,
+}
+
+enum Content {
+    Read(String),
+    /// Not read: its stamp says it holds the bytes the served set read, of this length and
+    /// digest ([`read_for_reload`]).
+    Known {
+        len: usize,
+        digest: [u8; 32],
+    },
+}
+
+/// What `stat` tells of a rule file. Equal stamps, taken at two reads, mean the same bytes when
+/// the first was taken well after the file's last change ([`FileStamp::settled`]): any write
+/// moves the change time (which no program can set back), a replacement by rename changes the
+/// inode, and a file name pointing elsewhere (a Kubernetes ConfigMap's swapped symlink) changes
+/// the device or inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How long after its last change a file's stamp starts to stand for its bytes. Timestamps
+/// advance in ticks (a few milliseconds on Linux filesystems), so a second write of the same
+/// length within the tick of a read would leave the stamp as it was; no writer of rule files
+/// rewrites one twice within two seconds of a reload without the reload after it seeing the
+/// later stamp.
+const STAMP_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FileStamp {
+    /// The stamp of `meta`, if the file last changed at least [`STAMP_SETTLE`] before `now`.
+    #[cfg(unix)]
+    fn settled(meta: &std::fs::Metadata, now: std::time::SystemTime) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let changed = u64::try_from(meta.ctime()).ok().and_then(|s| {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(
+                s,
+                u32::try_from(meta.ctime_nsec()).ok()?,
+            ))
+        })?;
+        // A change time in the future (a clock set back) settles nothing.
+        if now.duration_since(changed).ok()? < STAMP_SETTLE {
+            return None;
+        }
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// Elsewhere a file is always read.
+    #[cfg(not(unix))]
+    fn settled(_meta: &std::fs::Metadata, _now: std::time::SystemTime) -> Option<FileStamp> {
+        None
+    }
+}
+
+/// Reads the rule files of `dir`, sorted by name, except those whose length and digest `skip`
+/// (given the name and a settled stamp) knows. Fails when there are none, or one cannot
+/// be read. Each file is stamped before it is read: a write between the two leaves a stamp that
+/// the next reload finds changed, never a stamp newer than the bytes.
+fn read_rule_files(
+    dir: &Path,
+    skip: impl Fn(&str, &FileStamp) -> Option<(usize, [u8; 32])>,
+) -> Result<Vec<ReadFile>, LoadError> {
     let whole = |message: String| LoadError {
         problems: vec![Problem {
             file: dir.display().to_string(),
@@ -367,6 +477,7 @@ pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
             "no rule files (*.toml) in the rules directory".into(),
         ));
     }
+    let now = std::time::SystemTime::now();
     let mut files = Vec::with_capacity(paths.len());
     for path in &paths {
         let name = path
@@ -374,17 +485,49 @@ pub fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
             .and_then(|n| n.to_str())
             .unwrap_or("?")
             .to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+        let failed = |e: std::io::Error| LoadError {
             problems: vec![Problem {
                 file: name.clone(),
                 line: 0,
                 col: 0,
                 message: format!("cannot read: {e}"),
             }],
-        })?;
-        files.push((name, text));
+        };
+        let stamp = std::fs::metadata(path)
+            .map_err(failed)
+            .map(|m| FileStamp::settled(&m, now))?;
+        if let Some((len, digest)) = stamp.as_ref().and_then(|s| skip(&name, s)) {
+            files.push(ReadFile {
+                name,
+                text: Content::Known { len, digest },
+                stamp,
+            });
+            continue;
+        }
+        let text = std::fs::read_to_string(path).map_err(failed)?;
+        files.push(ReadFile {
+            name,
+            text: Content::Read(text),
+            stamp,
+        });
     }
     Ok(files)
+}
+
+/// The rule files of `dir` for a reload of `current`. A file that holds only accounts, users and
+/// keys, and whose stamp is the one taken when `current` read it, is not read again: the served
+/// set's compiled keys stand for it ([`reload_sources`]). With 100k keys that file is most of
+/// the bytes, and a reload of a small file (the leaked keys) would otherwise read and hash it all.
+pub(crate) fn read_for_reload(dir: &Path, current: &Snapshot) -> Result<Vec<ReadFile>, LoadError> {
+    read_rule_files(dir, |name, stamp| {
+        let c = current
+            .reuse
+            .as_ref()?
+            .files
+            .iter()
+            .find(|c| *c.name == *name)?;
+        (c.only_key_tables && c.stamp.as_ref() == Some(stamp)).then_some((c.len, c.digest))
+    })
 }
 
 /// Compiles rule files already in memory, `(file name, text)`, in the order given ([`load_dir`]
@@ -397,16 +540,22 @@ pub fn load_sources(
     opts: &LoadOptions,
     check: &CheckOptions,
 ) -> Result<Snapshot, LoadError> {
-    let sources: Vec<(String, String)> = sources.into_iter().collect();
-    let digests = file_digests(&sources);
-    compile(dir, &source_files(sources, digests), opts, check)
+    let files: Vec<SourceFile> = sources
+        .into_iter()
+        .map(|(name, text)| SourceFile::new(name.into(), text, None))
+        .collect();
+    compile(dir, &files, opts, check)
 }
 
-fn source_files(sources: Vec<(String, String)>, digests: Vec<[u8; 32]>) -> Vec<SourceFile> {
-    sources
+fn source_files(files: Vec<ReadFile>) -> Vec<SourceFile> {
+    files
         .into_iter()
-        .zip(digests)
-        .map(|((name, text), digest)| SourceFile::new(name.into(), text, digest))
+        .map(|f| match f.text {
+            Content::Read(text) => SourceFile::new(f.name.into(), text, f.stamp),
+            Content::Known { len, digest } => {
+                SourceFile::unread(f.name.into(), len, digest, f.stamp)
+            }
+        })
         .collect()
 }
 
@@ -449,6 +598,11 @@ struct CachedFile {
     name: Arc<str>,
     len: usize,
     digest: [u8; 32],
+    /// Taken before the bytes above were read ([`read_for_reload`]).
+    stamp: Option<FileStamp>,
+    /// It holds nothing but key tables: a reload that reuses the compiled keys needs none of
+    /// its bytes.
+    only_key_tables: bool,
     /// It holds `[[account]]`, `[[user]]` or `[[access_key]]` tables: the compiled keys depend
     /// on its bytes.
     key_tables: bool,
@@ -458,6 +612,14 @@ struct CachedFile {
 
 fn has_key_tables(raw: &RawFile) -> bool {
     !raw.account.is_empty() || !raw.user.is_empty() || !raw.access_key.is_empty()
+}
+
+fn has_other_tables(raw: &RawFile) -> bool {
+    !raw.leaked_key.is_empty()
+        || !raw.service.is_empty()
+        || !raw.route.is_empty()
+        || !raw.critical.is_empty()
+        || raw.settings.is_some()
 }
 
 fn parse_file(i: usize, f: &SourceFile, diag: &mut Diag<'_>) -> Option<RawFile> {
@@ -504,20 +666,21 @@ fn compile(
 /// operations, routes, settings) are compiled again. Otherwise the whole set is compiled. Either
 /// way the result is what [`load_sources`] gives for the same files: the same content hash,
 /// keys, flags, warnings and errors.
+///
+/// Files [`read_for_reload`] did not read stand for the bytes `current` read; if the whole set
+/// must be compiled after all, every file is read again.
 pub(crate) fn reload_sources(
     dir: &Path,
-    sources: Vec<(String, String)>,
+    read: Vec<ReadFile>,
     current: &Snapshot,
     opts: &LoadOptions,
 ) -> Result<Option<Snapshot>, LoadError> {
-    let digests = file_digests(&sources);
-    let files = source_files(sources, digests);
+    refuse_emptied(&read, current)?;
+    let files = source_files(read);
     let external_now = external_digest_now(&current.external_inputs, opts);
     if let Some(ext) = &external_now
-        && content_hash_of(
-            files.iter().map(|f| (&*f.name, f.text.len(), &f.digest)),
-            ext,
-        ) == current.content_hash
+        && content_hash_of(files.iter().map(|f| (&*f.name, f.len, &f.digest)), ext)
+            == current.content_hash
     {
         return Ok(None);
     }
@@ -537,7 +700,46 @@ pub(crate) fn reload_sources(
         )
         .map(Some);
     }
+    if files.iter().any(|f| f.unread) {
+        drop(files);
+        return reload_sources(dir, read_rule_files(dir, |_, _| None)?, current, opts);
+    }
     compile(dir, &files, opts, &check).map(Some)
+}
+
+/// A rule file rewritten in place (`>`, `truncate` then `write`, most editors' "write" without
+/// a backup) is empty for an instant. A reload that reads it then would apply a valid set without
+/// that file's rules: with `leaked.toml`, the leaked-key flags would silently go. So a rule file
+/// that held something in the current set and is now zero bytes long is taken as being written:
+/// the reload is refused (the current set keeps serving, and the watcher retries it on its
+/// schedule, by when the file is whole). Settling and reading again could not tell a slow writer
+/// from an emptied file either; refusing can be undone by the writer finishing.
+///
+/// To empty a rule file on purpose, delete it, or leave a comment in it (`# no leaked keys`): a
+/// file that is not zero bytes long is loaded as it is. A file that was empty in the current set
+/// too (or is new) is no change and is accepted.
+fn refuse_emptied(read: &[ReadFile], current: &Snapshot) -> Result<(), LoadError> {
+    let problems: Vec<Problem> = read
+        .iter()
+        .filter(|f| {
+            matches!(&f.text, Content::Read(text) if text.is_empty())
+                && current
+                    .sources
+                    .iter()
+                    .any(|s| *s.name == *f.name && s.len > 0)
+        })
+        .map(|f| Problem {
+            file: f.name.clone(),
+            line: 0,
+            col: 0,
+            message: "empty, but not in the rules being served: taken as caught while being written (to empty a rule file on purpose, delete it or leave a comment in it)".into(),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError { problems })
+    }
 }
 
 /// Every file's parsed tables: the cached ones of unchanged files, the changed ones parsed.
@@ -559,7 +761,7 @@ fn parse_changed(
     for (i, f) in files.iter().enumerate() {
         let old = cached.get(&*f.name);
         if let Some(c) = old
-            && c.len == f.text.len()
+            && c.len == f.len
             && c.digest == f.digest
         {
             parsed.push((i, c.rest.clone()));
@@ -836,7 +1038,7 @@ fn assemble(
         WarningPart::new(last),
     ]);
     let content_hash = content_hash_of(
-        files.iter().map(|f| (&*f.name, f.text.len(), &f.digest)),
+        files.iter().map(|f| (&*f.name, f.len, &f.digest)),
         &keys_part.external_digest,
     );
     // `check`'s options compile placeholder keys: never to be served, so never reused.
@@ -849,7 +1051,7 @@ fn assemble(
             .iter()
             .map(|f| super::SourceInfo {
                 name: f.name.clone(),
-                len: f.text.len() as u64,
+                len: f.len as u64,
             })
             .collect(),
         generation: 0,
@@ -889,8 +1091,10 @@ fn reusable(
         let f = &files[i];
         cached.push(CachedFile {
             name: f.name.clone(),
-            len: f.text.len(),
+            len: f.len,
             digest: f.digest,
+            stamp: f.stamp,
+            only_key_tables: key_tables && !has_other_tables(&rest),
             key_tables,
             rest,
         });
@@ -1700,7 +1904,7 @@ mod tests {
 
     #[test]
     fn line_and_column_of_offsets() {
-        let f = SourceFile::new("t.toml".into(), "ab\n\ncd\nef".into(), [0; 32]);
+        let f = SourceFile::new("t.toml".into(), "ab\n\ncd\nef".into(), None);
         let at = |o| f.line_col(o);
         assert_eq!(at(0), (1, 1));
         assert_eq!(at(1), (1, 2));
@@ -2204,5 +2408,101 @@ upstream = "http://127.0.0.1:9000"
             assert!(e.contains("is it the secret itself?"), "{e}");
             assert!(!e.contains("kRZP3cT4"), "{e}");
         }
+    }
+
+    /// Each rule file a reload of `current` would find, and whether it would read it.
+    fn reads(dir: &Path, current: &Snapshot) -> Vec<(String, bool)> {
+        read_for_reload(dir, current)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.name, matches!(f.text, Content::Read(_))))
+            .collect()
+    }
+
+    fn reload(dir: &Path, current: &Snapshot) -> Option<Snapshot> {
+        let opts = LoadOptions::default();
+        reload_sources(dir, read_for_reload(dir, current).unwrap(), current, &opts).unwrap()
+    }
+
+    fn admits(snap: &Snapshot, ip: &str) -> bool {
+        let ip = crate::policy::allowlist::canonical_ip(ip.parse().unwrap());
+        snap.key("AK1").unwrap().account.allow.contains(ip)
+    }
+
+    #[test]
+    fn a_reload_reads_a_settled_key_file_again_only_once_it_changed() {
+        let opts = LoadOptions::default();
+        let (accounts, keys) = KEYS.split_at(KEYS.find("[[user]]").unwrap());
+        // Keys in files of their own, split in two, as large deployments keep them.
+        let split = tempfile::tempdir().unwrap();
+        write(split.path(), "accounts.toml", accounts);
+        write(split.path(), "keys.toml", keys);
+        write(split.path(), "routes.toml", ROUTES);
+        // Keys and routes in one file.
+        let single = tempfile::tempdir().unwrap();
+        write(single.path(), "rules.toml", &format!("{KEYS}{ROUTES}"));
+
+        // Just written: a stamp cannot stand for the bytes yet, so every file is read.
+        let fresh = load_dir(split.path(), &opts).unwrap();
+        assert!(reads(split.path(), &fresh).iter().all(|(_, read)| *read));
+
+        std::thread::sleep(STAMP_SETTLE + std::time::Duration::from_millis(200));
+        let current = load_dir(split.path(), &opts).unwrap();
+        let only_routes = vec![
+            ("accounts.toml".to_string(), false),
+            ("keys.toml".to_string(), false),
+            ("routes.toml".to_string(), true),
+        ];
+        assert_eq!(reads(split.path(), &current), only_routes);
+        assert!(reload(split.path(), &current).is_none(), "nothing changed");
+        // A file that holds more than keys is always read: its other tables are compiled again.
+        let one = load_dir(single.path(), &opts).unwrap();
+        assert_eq!(
+            reads(single.path(), &one),
+            vec![("rules.toml".to_string(), true)]
+        );
+
+        // The routes edited: the reload reuses the keys without reading their files, and its
+        // result is what a full load of the directory gives.
+        write(split.path(), "routes.toml", &ROUTES.replace("9000", "9001"));
+        let next = reload(split.path(), &current).expect("routes changed");
+        let full = load_dir(split.path(), &opts).unwrap();
+        assert_eq!(next.content_hash, full.content_hash);
+        assert_ne!(next.content_hash, current.content_hash);
+        assert_eq!(
+            reads(split.path(), &next),
+            only_routes,
+            "stamps carried over"
+        );
+        assert!(admits(&next, "203.0.113.200"));
+
+        // An account's allowlist narrowed by a rewrite in place of the same length: the file's
+        // change time moved, so it is read, and the keys file (unread) is read for the full
+        // compile that a changed key file calls for.
+        let narrowed = accounts.replace("203.0.113.0/24", "203.0.113.0/25");
+        assert_eq!(narrowed.len(), accounts.len());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(split.path().join("accounts.toml"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, narrowed.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            reads(split.path(), &next),
+            vec![
+                ("accounts.toml".to_string(), true),
+                ("keys.toml".to_string(), false),
+                ("routes.toml".to_string(), true),
+            ]
+        );
+        let after = reload(split.path(), &next).expect("an allowlist changed");
+        assert!(
+            !admits(&after, "203.0.113.200"),
+            "the narrowed allowlist is in force"
+        );
+        assert!(admits(&after, "203.0.113.100"));
+        assert_eq!(
+            after.content_hash,
+            load_dir(split.path(), &opts).unwrap().content_hash
+        );
     }
 }

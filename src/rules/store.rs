@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::load::{read_sources, reload_sources};
+use super::load::{read_for_reload, reload_sources};
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
@@ -360,46 +360,10 @@ impl RulesStore {
     /// reload where no file with keys or accounts changed reuses the current set's compiled keys
     /// ([`reload_sources`]).
     fn load_next(&self) -> Result<Option<Snapshot>, LoadError> {
-        let sources = read_sources(&self.dir)?;
         // Held for the whole compile: an `Arc`, not a guard, which is for short reads.
         let current = self.current.load_full();
-        refuse_emptied(&sources, &current)?;
-        reload_sources(&self.dir, sources, &current, &self.opts)
-    }
-}
-
-/// A rule file rewritten in place (`>`, `truncate` then `write`, most editors' "write" without
-/// a backup) is empty for an instant. A reload that reads it then would apply a valid set without
-/// that file's rules: with `leaked.toml`, the leaked-key flags would silently go. So a rule file
-/// that held something in the current set and is now zero bytes long is taken as being written:
-/// the reload is refused (the current set keeps serving, and the watcher retries it on its
-/// schedule, by when the file is whole). Settling and reading again could not tell a slow writer
-/// from an emptied file either; refusing can be undone by the writer finishing.
-///
-/// To empty a rule file on purpose, delete it, or leave a comment in it (`# no leaked keys`): a
-/// file that is not zero bytes long is loaded as it is. A file that was empty in the current set
-/// too (or is new) is no change and is accepted.
-fn refuse_emptied(sources: &[(String, String)], current: &Snapshot) -> Result<(), LoadError> {
-    let problems: Vec<Problem> = sources
-        .iter()
-        .filter(|(name, text)| {
-            text.is_empty()
-                && current
-                    .sources
-                    .iter()
-                    .any(|s| *s.name == **name && s.len > 0)
-        })
-        .map(|(name, _)| Problem {
-            file: name.clone(),
-            line: 0,
-            col: 0,
-            message: "empty, but not in the rules being served: taken as caught while being written (to empty a rule file on purpose, delete it or leave a comment in it)".into(),
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError { problems })
+        let read = read_for_reload(&self.dir, &current)?;
+        reload_sources(&self.dir, read, &current, &self.opts)
     }
 }
 
