@@ -1,11 +1,14 @@
 //! The upstream connection pool against real HTTP/1.1 upstreams on 127.0.0.1: connections are
 //! reused, survive upstream restarts and `Connection: close`, are not poisoned by abandoned
-//! bodies, expire, and a request that reached the upstream is never sent twice.
+//! bodies, expire, and a request that reached the upstream is never sent twice. Hand-written
+//! upstreams pin how answers are framed (RFC 9112 §6.3): chunked, interim, bodiless,
+//! close-delimited, conflicting or malformed lengths, oversized heads, bytes trickling in.
 
-use akgate::proxy::pool::{PoolConfig, PoolError, PooledBody, UpstreamPool};
+use akgate::proxy::pool::{PoolConfig, PoolError, PooledBody, UpstreamError, UpstreamPool};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -597,4 +600,474 @@ async fn a_connection_stuck_writing_a_request_body_is_not_waited_on() {
         .expect("the next request waited on the stuck connection");
     assert_eq!(read(next.unwrap()).await, "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A hand-written upstream that answers the n-th request on each connection with
+/// `answers[n % answers.len()]`, whole or (`piece` > 0) in pieces of `piece` bytes 1 ms apart,
+/// and closes the connection after each answer when `close` says so.
+async fn scripted(answers: Vec<Vec<u8>>, piece: usize, close: bool) -> RawUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (count, record) = (accepted.clone(), heads.clone());
+    let answers = Arc::new(answers);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            s.set_nodelay(true).unwrap();
+            let (record, answers) = (record.clone(), answers.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 0.. {
+                    let Some(head) = read_request(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    record.lock().unwrap().push(head);
+                    let answer = &answers[n % answers.len()];
+                    if piece == 0 {
+                        let _ = s.write_all(answer).await;
+                    } else {
+                        for p in answer.chunks(piece) {
+                            let _ = s.write_all(p).await;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RawUpstream {
+        addr,
+        accepted,
+        heads,
+    }
+}
+
+fn answer(text: &str) -> Vec<u8> {
+    text.as_bytes().to_vec()
+}
+
+fn head_request(addr: SocketAddr) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("HEAD")
+        .uri(format!("http://{addr}/h"))
+        .header("host", HOST)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn authority(addr: SocketAddr) -> http::uri::Authority {
+    addr.to_string().parse().unwrap()
+}
+
+const CHUNKED: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
+    5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n";
+
+#[tokio::test]
+async fn a_chunked_answer_is_decoded_and_its_trailers_dropped() {
+    let up = scripted(vec![answer(CHUNKED)], 0, false).await;
+    let pool = pool();
+    for _ in 0..3 {
+        let resp = pool.send(request(up.addr, "/c")).await.unwrap();
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        // The body is decoded, so the framing headers no longer describe it: the server
+        // forwarding it frames it anew.
+        assert!(resp.headers().get("transfer-encoding").is_none());
+        assert!(resp.headers().get("content-length").is_none());
+        assert_eq!(resp.body().size_hint().exact(), None);
+        let collected = resp.into_body().collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(collected.to_bytes(), "hello, world");
+    }
+    assert_eq!(
+        up.accepted(),
+        1,
+        "a chunked answer read to its end returns its connection"
+    );
+    assert_eq!(pool.idle_count(&authority(up.addr)), 1);
+}
+
+#[tokio::test]
+async fn interim_answers_before_the_answer_are_skipped() {
+    let up = scripted(
+        vec![answer(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+             HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        )],
+        0,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for _ in 0..2 {
+        let resp = pool.send(request(up.addr, "/i")).await.unwrap();
+        assert_eq!(resp.status(), 201);
+        assert!(resp.headers().get("link").is_none());
+        assert_eq!(read(resp).await, "ok");
+    }
+    assert_eq!(up.accepted(), 1);
+
+    // akgate does not tunnel: a protocol switch is an error, and the connection is not kept.
+    let up = scripted(
+        vec![answer(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        )],
+        0,
+        false,
+    )
+    .await;
+    let err = pool.send(request(up.addr, "/u")).await.unwrap_err();
+    assert!(
+        matches!(err, PoolError::Request(UpstreamError::SwitchingProtocols)),
+        "{err:?}"
+    );
+    assert!(!err.is_connect());
+    assert_eq!(pool.idle_count(&authority(up.addr)), 0);
+}
+
+#[tokio::test]
+async fn a_head_answer_has_no_body_whatever_its_content_length() {
+    let up = scripted(
+        vec![answer("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")],
+        0,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for _ in 0..3 {
+        let resp = pool.send(head_request(up.addr)).await.unwrap();
+        // Kept: it tells the client what a GET would bring.
+        assert_eq!(resp.headers()["content-length"], "1234");
+        assert!(resp.body().is_end_stream());
+        assert_eq!(resp.body().size_hint().exact(), Some(0));
+        // Back in the pool before the body is even polled.
+        assert_eq!(pool.idle_count(&authority(up.addr)), 1);
+        assert!(read(resp).await.is_empty());
+    }
+    assert_eq!(up.accepted(), 1);
+    let heads = up.heads.lock().unwrap().clone();
+    assert!(heads[0].starts_with("HEAD /h HTTP/1.1\r\n"), "{heads:?}");
+    assert!(!heads[0].contains("content-length"), "{heads:?}");
+}
+
+#[tokio::test]
+async fn no_content_and_not_modified_answers_have_no_body() {
+    let up = scripted(
+        vec![
+            answer("HTTP/1.1 204 No Content\r\nx-n: 1\r\n\r\n"),
+            answer("HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\netag: \"e\"\r\n\r\n"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlast"),
+        ],
+        0,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for want in [204, 304, 200] {
+        let resp = pool.send(request(up.addr, "/n")).await.unwrap();
+        assert_eq!(resp.status(), want);
+        assert!(resp.body().is_end_stream(), "{want}");
+        assert_eq!(pool.idle_count(&authority(up.addr)), 1, "{want}");
+        assert!(read(resp).await.is_empty());
+    }
+    // Had the 304's Content-Length been taken as a body, this would read "last" as its body.
+    let resp = pool.send(request(up.addr, "/n")).await.unwrap();
+    assert_eq!(resp.body().size_hint().exact(), Some(4));
+    assert_eq!(read(resp).await, "last");
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_close_delimited_answer_is_read_to_its_end_and_its_connection_closed() {
+    let up = scripted(vec![answer("HTTP/1.1 200 OK\r\n\r\nall of it, ")], 4, true).await;
+    let pool = pool();
+    for _ in 0..2 {
+        let resp = pool.send(request(up.addr, "/e")).await.unwrap();
+        assert_eq!(resp.body().size_hint().exact(), None);
+        assert_eq!(read(resp).await, "all of it, ");
+    }
+    assert_eq!(up.accepted(), 2);
+    assert_eq!(pool.idle_count(&authority(up.addr)), 0);
+}
+
+#[tokio::test]
+async fn transfer_encoding_wins_over_content_length_and_the_connection_is_not_reused() {
+    // The upstream keeps its connections open: only the pool's rule closes them.
+    let up = scripted(
+        vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n",
+        )],
+        0,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for _ in 0..2 {
+        let resp = pool.send(request(up.addr, "/te")).await.unwrap();
+        assert!(resp.headers().get("content-length").is_none());
+        assert!(resp.headers().get("transfer-encoding").is_none());
+        assert_eq!(read(resp).await, "hello");
+    }
+    assert_eq!(up.accepted(), 2);
+
+    // A coding other than a final `chunked` cannot be delimited: read until the upstream closes.
+    let up = scripted(
+        vec![answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\ncontent-length: 2\r\n\r\nraw bytes")],
+        0,
+        true,
+    )
+    .await;
+    let resp = pool.send(request(up.addr, "/gz")).await.unwrap();
+    assert!(resp.headers().get("content-length").is_none());
+    assert_eq!(read(resp).await, "raw bytes");
+}
+
+#[tokio::test]
+async fn a_malformed_or_conflicting_content_length_is_an_error() {
+    let pool = pool();
+    for framing in [
+        "content-length: 12abc\r\n",
+        "content-length: -1\r\n",
+        "content-length: \r\n",
+        "content-length: 2\r\ncontent-length: 3\r\n",
+        "content-length: 2, 3\r\n",
+    ] {
+        let up = scripted(
+            vec![answer(&format!("HTTP/1.1 200 OK\r\n{framing}\r\nok!"))],
+            0,
+            false,
+        )
+        .await;
+        let err = pool.send(request(up.addr, "/cl")).await.unwrap_err();
+        assert!(
+            matches!(err, PoolError::Request(UpstreamError::BadContentLength)),
+            "{framing:?}: {err:?}"
+        );
+        assert_eq!(pool.idle_count(&authority(up.addr)), 0);
+    }
+    // Repeated identical values are one length (RFC 9110 §8.6).
+    let up = scripted(
+        vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+        )],
+        0,
+        false,
+    )
+    .await;
+    assert_eq!(
+        read(pool.send(request(up.addr, "/cl")).await.unwrap()).await,
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_answer_head_is_refused_and_its_connection_closed() {
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+        "a".repeat(70 * 1024)
+    );
+    let many = format!(
+        "HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok",
+        (0..100)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let pool = pool();
+    for (answer_text, is_size) in [(huge, true), (many, false)] {
+        let up = scripted(vec![answer(&answer_text)], 0, false).await;
+        let err = pool.send(request(up.addr, "/big-head")).await.unwrap_err();
+        if is_size {
+            assert!(
+                matches!(err, PoolError::Request(UpstreamError::HeadTooLarge)),
+                "{err:?}"
+            );
+        } else {
+            assert!(
+                matches!(err, PoolError::Request(UpstreamError::TooManyHeaders)),
+                "{err:?}"
+            );
+        }
+        // Not about the request or the upstream: neither is named.
+        let text = err.to_string();
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("big-head"),
+            "{text}"
+        );
+        assert_eq!(pool.idle_count(&authority(up.addr)), 0);
+    }
+    // At the limits, a head is fine.
+    let most = format!(
+        "HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok",
+        (0..99)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let up = scripted(vec![answer(&most)], 0, false).await;
+    let resp = pool.send(request(up.addr, "/h")).await.unwrap();
+    assert_eq!(resp.headers().len(), 100);
+}
+
+#[tokio::test]
+async fn connections_the_upstream_does_not_keep_alive_are_not_reused() {
+    // Each upstream leaves its connections open; the answer alone says not to reuse them.
+    for (text, reused) in [
+        (
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nconnection: x-foo, Close\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ),
+        ("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        (
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
+    ] {
+        let up = scripted(vec![answer(text)], 0, false).await;
+        let pool = pool();
+        for _ in 0..3 {
+            assert_eq!(
+                read(pool.send(request(up.addr, "/k")).await.unwrap()).await,
+                "ok"
+            );
+        }
+        assert_eq!(up.accepted(), if reused { 1 } else { 3 }, "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn bytes_after_the_answer_or_while_idle_close_the_connection() {
+    // The upstream sends more than its answer said: its framing cannot be trusted again.
+    let up = scripted(
+        vec![answer(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA",
+        )],
+        0,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for _ in 0..2 {
+        assert_eq!(
+            read(pool.send(request(up.addr, "/x")).await.unwrap()).await,
+            "ok"
+        );
+    }
+    assert_eq!(up.accepted(), 2);
+
+    // Bytes arriving while the connection sits idle.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_request(&mut s, &mut buf).await.is_some() {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    if n == 0 {
+                        // Only the first connection speaks out of turn.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                    }
+                }
+            });
+        }
+    });
+    read(pool.send(request(addr, "/y")).await.unwrap()).await;
+    assert_eq!(pool.idle_count(&authority(addr)), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            read(pool.send(request(addr, "/z")).await.unwrap()).await,
+            "ok"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn answers_trickling_in_byte_by_byte_arrive_whole() {
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        (1..=9)
+            .map(|i| format!("{i}\r\n{}\r\n", "abcdefghi".get(..i).unwrap()))
+            .collect::<String>()
+    );
+    let expected: String = (1..=9).map(|i| &"abcdefghi"[..i]).collect();
+    let up = scripted(
+        vec![
+            answer(&chunked),
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz"),
+        ],
+        3,
+        false,
+    )
+    .await;
+    let pool = pool();
+    for _ in 0..2 {
+        assert_eq!(
+            read(pool.send(request(up.addr, "/t")).await.unwrap()).await,
+            expected
+        );
+        assert_eq!(
+            read(pool.send(request(up.addr, "/t")).await.unwrap()).await,
+            "abcdefghijklmnopqrstuvwxyz"
+        );
+    }
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_big_answer_streams_in_bounded_frames() {
+    const SIZE: usize = 16 << 20;
+    let mut sized = answer(&format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n"
+    ));
+    sized.extend(std::iter::repeat_n(b's', SIZE));
+    let mut chunked = answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+    for _ in 0..SIZE / (1 << 20) {
+        chunked.extend_from_slice(b"100000\r\n");
+        chunked.extend(std::iter::repeat_n(b'c', 1 << 20));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let up = scripted(vec![sized, chunked], 0, false).await;
+    let pool = pool();
+    for byte in [b's', b'c'] {
+        let mut body = pool
+            .send(request(up.addr, "/big"))
+            .await
+            .unwrap()
+            .into_body();
+        let (mut total, mut largest) = (0, 0);
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(data.iter().all(|&b| b == byte));
+            total += data.len();
+            largest = largest.max(data.len());
+            if total == data.len() {
+                // A slow reader: the upstream fills the socket buffers meanwhile, and the pool
+                // must still hand the body out piece by piece rather than gather it.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert_eq!(total, SIZE);
+        assert!(largest <= 256 << 10, "a frame of {largest} bytes");
+        assert!(body.is_end_stream());
+    }
+    assert_eq!(up.accepted(), 1);
 }

@@ -1,37 +1,36 @@
-//! Upstream connections kept alive between requests: HTTP/1.1 to plain `http://` upstreams on
-//! hyper's connection-level client.
+//! Upstream connections kept alive between requests: HTTP/1.1 to plain `http://` upstreams,
+//! spoken by akgate itself (the wire format is in `h1.rs`).
 //!
-//! hyper-util's legacy `Client` does the same job with a general pool (futures, a spawned task
-//! per answer to wait for the connection, `Extensions`, boxed futures) that costs several
-//! thousand instructions per request. This pool is a map from upstream authority to a stack of
-//! idle senders behind one short lock; a connection goes back on the stack when its answer has
-//! been read to the end.
+//! hyper's client ran each connection on a spawned task fed through a channel, so every request
+//! crossed tasks twice and paid for the channel, its wake-ups and hyper's general machinery
+//! (~13 % of a proxied request's instructions). Here the request's own task writes the request
+//! and reads the answer's head, and the answer's body ([`PooledBody`]) reads the socket when
+//! polled. The pool is a map from upstream authority to a stack of idle connections behind one
+//! short lock; a connection goes back on the stack when its answer's last byte is in.
 //!
-//! HTTP/1.1 carries one exchange at a time, so a connection is handed out to one request only and
-//! returned by the answer's body ([`PooledBody`]) once the last byte is in. A body dropped before
-//! its end takes its connection with it (hyper closes it unless it could drain the rest from what
-//! was already buffered; the pool does not wait to find out, see [`PooledBody`]).
+//! HTTP/1.1 carries one exchange at a time, so a connection is handed out to one request only. A
+//! body dropped before its end takes its connection with it: the rest of the answer would have
+//! to be read and thrown away first, and a body is dropped early only when the client went away
+//! or the upstream stalled, where the connection is rarely worth keeping.
+
+#[path = "h1.rs"]
+mod h1;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{HeaderValue, Request, Response, header};
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, Response};
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-type Sender = SendRequest<Full<Bytes>>;
-
-/// How long a checkout waits for an idle connection to become ready before closing it instead.
-const READY_GRACE: Duration = Duration::from_millis(20);
+use h1::{Conn, Decoded, Decoder, Failure};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -67,7 +66,7 @@ pub enum PoolError {
     ConnectTimeout,
     /// The request may have reached the upstream: it is not resent.
     #[error("the upstream request failed: {0}")]
-    Request(hyper::Error),
+    Request(UpstreamError),
 }
 
 impl PoolError {
@@ -78,6 +77,33 @@ impl PoolError {
             PoolError::ConnectRefused | PoolError::ConnectFailed(_) | PoolError::ConnectTimeout
         )
     }
+}
+
+/// What went wrong on an upstream connection once the request was on its way: in
+/// [`PoolError::Request`] before the answer's head, and as [`PooledBody`]'s error after. The
+/// connection is closed in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("writing the request failed: {0}")]
+    Write(std::io::Error),
+    #[error("reading the answer failed: {0}")]
+    Read(std::io::Error),
+    #[error("the upstream closed the connection without answering")]
+    NoAnswer,
+    #[error("the upstream closed the connection before the end of its answer")]
+    Truncated,
+    #[error("the upstream's answer head is larger than 64 KiB")]
+    HeadTooLarge,
+    #[error("the upstream's answer head has more than 100 fields")]
+    TooManyHeaders,
+    #[error("the upstream's answer head is malformed")]
+    MalformedHead,
+    #[error("the upstream's answer has an invalid Content-Length")]
+    BadContentLength,
+    #[error("the upstream's chunked answer body is malformed")]
+    BadChunk,
+    #[error("the upstream switched protocols (101), which akgate does not forward")]
+    SwitchingProtocols,
 }
 
 /// Cheap to clone; clones share the idle connections.
@@ -97,7 +123,7 @@ struct Inner {
 type IdleMap = HashMap<Key, VecDeque<Idle>, BuildHasherDefault<KeyHasher>>;
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     /// When it stops being reused. Stored rather than the return time so that a checkout only
     /// compares two instants.
     expires: Instant,
@@ -173,71 +199,73 @@ impl UpstreamPool {
     /// connection to its authority, or on a new one. The caller sets `Host`; without one, the
     /// URI's authority is used.
     ///
-    /// A reused connection that turns out dead before the request was written on it is replaced
-    /// by a fresh one, once. A request that was written is never resent.
+    /// A reused connection on which the request's first write fails is replaced by a fresh one,
+    /// once: nothing of the request left. A request of which any byte was written is never
+    /// resent.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<PooledBody>, PoolError> {
-        let (mut parts, body) = req.into_parts();
-        // hyper's connection-level client writes the URI as given; an absolute one would reach
-        // the upstream in absolute-form, which is meant for proxies.
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        if uri.scheme.take() != Some(Scheme::HTTP) {
+        let (parts, body) = req.into_parts();
+        let uri = parts.uri.into_parts();
+        if uri.scheme != Some(Scheme::HTTP) {
             return Err(PoolError::NotAbsolute);
         }
-        let Some(authority) = uri.authority.take() else {
+        let Some(authority) = uri.authority else {
             return Err(PoolError::NotAbsolute);
         };
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        parts.uri = Uri::from_parts(uri).map_err(|_| PoolError::NotAbsolute)?;
-        if !parts.headers.contains_key(header::HOST) {
-            let host =
-                HeaderValue::from_str(authority.as_str()).map_err(|_| PoolError::NotAbsolute)?;
-            parts.headers.insert(header::HOST, host);
-        }
-        let req = Request::from_parts(parts, body);
+        let target = uri.path_and_query.as_ref().map_or("/", |pq| pq.as_str());
+        let out = h1::encode_request(
+            &parts.method,
+            target,
+            &parts.headers,
+            &authority,
+            body.into_inner().unwrap_or_default(),
+        );
+        let is_head = parts.method == Method::HEAD;
 
-        let (resp, sender) = match self.inner.checkout(&authority).await {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => (resp, sender),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection died while idle (the upstream restarted or
-                    // timed it out). Other idle ones are likely dead too; a new one is not.
-                    Some(req) => {
-                        tracing::debug!(error = %e.error(), "idle upstream connection was dead; retrying on a new one");
-                        self.on_fresh(&authority, req).await?
-                    }
-                    None => return Err(PoolError::Request(e.into_error())),
-                },
-            },
-            None => self.on_fresh(&authority, req).await?,
+        let (mut conn, reused) = match self.inner.checkout(&authority) {
+            Some(conn) => (conn, true),
+            None => (self.connect(&authority).await?, false),
         };
-        let (head, body) = resp.into_parts();
+        let head = match h1::exchange(&mut conn, &out, is_head).await {
+            Ok(head) => head,
+            // Dead while idle (the upstream restarted or timed it out) in a way the idle check
+            // could not see yet. Other idle ones are likely dead too; a new one is not.
+            Err(Failure::NotSent(e)) if reused => {
+                tracing::debug!(error = %e, "idle upstream connection was dead; retrying on a new one");
+                conn = self.connect(&authority).await?;
+                match h1::exchange(&mut conn, &out, is_head).await {
+                    Ok(head) => head,
+                    Err(Failure::NotSent(e)) => {
+                        return Err(PoolError::Request(UpstreamError::Write(e)));
+                    }
+                    Err(Failure::Failed(e)) => return Err(PoolError::Request(e)),
+                }
+            }
+            Err(Failure::NotSent(e)) => return Err(PoolError::Request(UpstreamError::Write(e))),
+            Err(Failure::Failed(e)) => return Err(PoolError::Request(e)),
+        };
+
         let mut body = PooledBody {
-            inner: body,
-            slot: Some(Slot {
+            ready: None,
+            conn: Some(conn),
+            decoder: head.decoder,
+            reuse: head.reuse,
+            home: Some(Home {
                 pool: self.inner.clone(),
                 key: authority,
-                sender,
             }),
         };
-        // No body to read (Content-Length: 0, 204, 304, HEAD): the exchange is over already.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        Ok(Response::from_parts(head, body))
+        body.take_buffered();
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
     }
 
-    async fn on_fresh(
-        &self,
-        authority: &Authority,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Sender), PoolError> {
+    async fn connect(&self, authority: &Authority) -> Result<Conn, PoolError> {
         // Boxed: connecting is the rare path, and its futures (resolver, timer) would otherwise
         // enlarge every request's future.
-        let mut sender = Box::pin(self.inner.connect(authority)).await?;
-        let resp = sender.send_request(req).await.map_err(PoolError::Request)?;
-        Ok((resp, sender))
+        Box::pin(self.inner.connect(authority)).await
     }
 
     /// Idle connections to `authority` (closed or expired ones included until they are pruned).
@@ -258,49 +286,35 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An idle connection to `key` that is open and ready for a request, if any.
-    async fn checkout(&self, key: &Authority) -> Option<Sender> {
+    /// An idle connection to `key` that is open and quiet, if any. Checked outside the lock.
+    fn checkout(&self, key: &Authority) -> Option<Conn> {
         loop {
-            let mut sender = self.take_idle(key)?;
-            match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
-                Poll::Ready(Ok(())) => return Some(sender),
-                Poll::Ready(Err(_)) => continue,
-                // hyper marks a connection ready once its connection task has finished the
-                // previous exchange, which can lag the answer's last byte by a moment. A
-                // connection not ready after the grace is stuck (say, an upstream that answered
-                // early and stopped reading the request body): it is closed, not waited on.
-                Poll::Pending => {
-                    if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, sender.ready()).await {
-                        return Some(sender);
-                    }
-                }
+            let mut conn = self.take_idle(key)?;
+            if conn.still_open() {
+                return Some(conn);
             }
         }
     }
 
-    fn take_idle(&self, key: &Authority) -> Option<Sender> {
+    fn take_idle(&self, key: &Authority) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.lock();
         let list = idle.get_mut(key.as_str())?;
-        while let Some(conn) = list.pop_back() {
-            if now >= conn.expires {
-                // The newest is too old, so are all the others. Their drop wakes their tasks:
-                // done after the lock is released.
-                let stale = std::mem::take(list);
-                drop(idle);
-                drop(stale);
-                drop(conn);
-                return None;
-            }
-            if !conn.sender.is_closed() {
-                return Some(conn.sender);
-            }
+        let conn = list.pop_back()?;
+        if now >= conn.expires {
+            // The newest is too old, so are all the others. Closing sockets is done after the
+            // lock is released.
+            let stale = std::mem::take(list);
+            drop(idle);
+            drop(stale);
+            drop(conn);
+            return None;
         }
-        None
+        Some(conn.conn)
     }
 
-    fn put(&self, key: Authority, sender: Sender) {
-        if sender.is_closed() || self.config.max_idle_per_upstream == 0 {
+    fn put(&self, key: Authority, conn: Conn) {
+        if self.config.max_idle_per_upstream == 0 {
             return;
         }
         let expires = Instant::now() + self.config.idle_timeout;
@@ -311,12 +325,12 @@ impl Inner {
         } else {
             None
         };
-        list.push_back(Idle { sender, expires });
+        list.push_back(Idle { conn, expires });
         drop(idle);
         drop(evicted);
     }
 
-    async fn connect(self: &Arc<Self>, authority: &Authority) -> Result<Sender, PoolError> {
+    async fn connect(self: &Arc<Self>, authority: &Authority) -> Result<Conn, PoolError> {
         self.start_reaper();
         let host = authority.host();
         // `host()` keeps an IPv6 literal's brackets; the resolver wants the bare address.
@@ -338,19 +352,12 @@ impl Inner {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set on an upstream connection");
         }
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(PoolError::Request)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 
-    /// Closes idle connections past their time even for upstreams no request goes to any more.
-    /// Started by the first connect, which runs inside the runtime; ends with the pool.
+    /// Closes idle connections past their time, or closed by their upstream, even for upstreams
+    /// no request goes to any more. Started by the first connect, which runs inside the runtime;
+    /// ends with the pool.
     fn start_reaper(self: &Arc<Self>) {
         if self.reaper.swap(true, Ordering::Relaxed) {
             return;
@@ -374,15 +381,24 @@ impl Inner {
         let mut idle = self.lock();
         idle.retain(|_, list| {
             while let Some(conn) = list.pop_front() {
-                if conn.sender.is_closed() || now >= conn.expires {
+                if now >= conn.expires {
                     gone.push(conn);
                 } else {
                     list.push_front(conn);
                     break;
                 }
             }
-            // Closed ones further back (their upstream hung up) go too.
-            list.retain(|conn| !conn.sender.is_closed());
+            // Those the upstream hung up on go too. The check is a system call only for a
+            // socket reported readable, which an idle one is only when its upstream spoke.
+            let mut kept = VecDeque::with_capacity(list.len());
+            for mut conn in list.drain(..) {
+                if conn.conn.still_open() {
+                    kept.push_back(conn);
+                } else {
+                    gone.push(conn);
+                }
+            }
+            *list = kept;
             !list.is_empty()
         });
         drop(idle);
@@ -390,67 +406,134 @@ impl Inner {
     }
 }
 
-/// An upstream answer's body. Reading it to the end returns its connection to the pool; dropping
-/// it before then closes the connection.
-///
-/// Why not return a connection whose body was dropped part-way: hyper can reuse it only if the
-/// rest of the body was already buffered (it drains that, else closes), and it decides that on
-/// the connection task after the drop. Handing it out meanwhile would make the next request wait
-/// on that decision, and a body is dropped early only when the client went away or the upstream
-/// stalled, where the connection is rarely worth keeping. A new connection costs one connect.
+/// An upstream answer's body, read from its connection's socket as it is polled. Reading it to
+/// the end returns the connection to the pool; dropping it before then closes the connection.
 pub struct PooledBody {
-    inner: Incoming,
-    /// The connection, until the body's end returns it (or an error or drop loses it).
-    slot: Option<Slot>,
+    /// Body bytes split off the buffer already, handed out by the next poll.
+    ready: Option<Bytes>,
+    /// Until the body's end returns it (or an error or drop closes it).
+    conn: Option<Conn>,
+    decoder: Decoder,
+    /// The connection may carry another exchange after this one.
+    reuse: bool,
+    home: Option<Home>,
 }
 
-struct Slot {
+struct Home {
     pool: Arc<Inner>,
     key: Authority,
-    sender: Sender,
 }
 
 impl PooledBody {
-    fn release(&mut self) {
-        if let Some(Slot { pool, key, sender }) = self.slot.take() {
-            pool.put(key, sender);
+    /// Takes the whole body at once when it is all in the buffer already (the common case for
+    /// small answers), so that the connection goes back before the caller even polls.
+    fn take_buffered(&mut self) {
+        let Some(conn) = &mut self.conn else { return };
+        match self.decoder {
+            Decoder::Done => self.finish(),
+            Decoder::Length(n) if n <= conn.buf.len() as u64 => {
+                if let Ok(Decoded::Data(data)) = self.decoder.decode(&mut conn.buf) {
+                    self.ready = Some(data);
+                }
+                self.finish();
+            }
+            _ => {}
         }
+    }
+
+    /// The last byte is in: the connection goes back if it may and nothing follows the answer.
+    fn finish(&mut self) {
+        let (Some(conn), Some(Home { pool, key })) = (self.conn.take(), self.home.take()) else {
+            return;
+        };
+        // Bytes after the answer's end: the upstream spoke out of turn, and its framing cannot
+        // be trusted.
+        if self.reuse && conn.buf.is_empty() {
+            pool.put(key, conn);
+        }
+    }
+
+    fn fail(&mut self, e: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        self.conn = None;
+        self.home = None;
+        self.decoder = Decoder::Done;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            // hyper's server stops polling a body once `is_end_stream` says so after a data
-            // frame, so the end is caught there and not only at `None`.
-            Some(Ok(_)) if !this.inner.is_end_stream() => {}
-            Some(Err(_)) => this.slot = None,
-            Some(Ok(_)) | None => this.release(),
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        Poll::Ready(frame)
+        let Some(conn) = &mut this.conn else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match this.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => {
+                    // The end is caught here when the buffer holds it, not only at the next
+                    // poll: hyper's server stops polling a body once `is_end_stream` says so.
+                    // An error is left for the next poll to report.
+                    if this.decoder.skip_framing(&mut conn.buf).is_ok()
+                        && this.decoder == Decoder::Done
+                    {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return this.fail(e),
+            }
+            let want = this.decoder.read_size();
+            match conn.poll_fill(cx, want) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.decoder == Decoder::Eof => {
+                    // The end of a close-delimited body; its connection is done.
+                    this.conn = None;
+                    this.home = None;
+                    this.decoder = Decoder::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return this.fail(UpstreamError::Truncated),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(UpstreamError::Read(e)),
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ready.is_none() && self.decoder == Decoder::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let ready = self.ready.as_ref().map_or(0, |b| b.len() as u64);
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(ready + n),
+            None => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(ready);
+                hint
+            }
+        }
     }
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
-            .field("pooled", &self.slot.is_some())
+            .field("pooled", &self.conn.is_some())
             .finish_non_exhaustive()
     }
 }
