@@ -15,6 +15,7 @@ use super::encoding::{
     Buffered, Sink, Tee, canonical, canonicalize_into, for_each_sorted, hex_decode_into,
     hex_lower_into, raw_pairs, sha256_hex,
 };
+use super::sha256::Sha256Stream;
 use super::{Credential, ParsedAuth, RequestView, Scheme, SignedNames, Window, incomplete};
 use crate::error::Rejection;
 use crate::rules::{KeyMaterial, Secret};
@@ -413,14 +414,35 @@ impl StringToSign {
     }
 }
 
-fn string_to_sign<D: Digest + Sink + Default>(
-    alg: &str,
+/// SHA-256 of the canonical request, streamed: the SDKs' canonical requests fit
+/// [`Sha256Stream`]'s buffer whole, so the pieces are copied once and compressed in one call.
+fn canonical_sha256(
     req: &RequestView<'_>,
     signed_headers: &SignedNames<'_>,
     hashed_payload: &[u8],
     transcript: Option<&mut Vec<u8>>,
-) -> StringToSign {
-    let mut hasher = D::default();
+) -> [u8; 32] {
+    let mut hasher = Sha256Stream::new();
+    match transcript {
+        Some(t) => write_canonical_request(
+            req,
+            signed_headers,
+            hashed_payload,
+            &mut Tee(&mut hasher, t),
+        ),
+        None => write_canonical_request(req, signed_headers, hashed_payload, &mut hasher),
+    }
+    hasher.finish()
+}
+
+/// SM3 of the canonical request, its pieces gathered in [`Buffered`] first.
+fn canonical_sm3(
+    req: &RequestView<'_>,
+    signed_headers: &SignedNames<'_>,
+    hashed_payload: &[u8],
+    transcript: Option<&mut Vec<u8>>,
+) -> [u8; 32] {
+    let mut hasher = Sm3::default();
     match transcript {
         Some(t) => write_canonical_request(
             req,
@@ -434,14 +456,18 @@ fn string_to_sign<D: Digest + Sink + Default>(
             buffered.finish();
         }
     }
-    let digest = hasher.finalize();
+    hasher.finalize().into()
+}
+
+/// `<alg>\n<hex digest>`.
+fn string_to_sign(alg: &str, digest: &[u8; 32]) -> StringToSign {
     let mut sts = StringToSign {
         buf: [0u8; 96],
         len: alg.len() + 1 + 2 * digest.len(),
     };
     sts.buf[..alg.len()].copy_from_slice(alg.as_bytes());
     sts.buf[alg.len()] = b'\n';
-    hex_lower_into(&digest, &mut sts.buf[alg.len() + 1..sts.len]);
+    hex_lower_into(digest, &mut sts.buf[alg.len() + 1..sts.len]);
     sts
 }
 
@@ -489,19 +515,19 @@ pub fn verify(
     let signed = &cred.names;
     match (scheme, material) {
         (Scheme::Acs3HmacSha256, KeyMaterial::Secret(secret)) => {
-            let sts = string_to_sign::<Sha256>(alg, req, signed, &payload, transcript);
+            let sts = string_to_sign(alg, &canonical_sha256(req, signed, &payload, transcript));
             let mut mac = secret.hmac_sha256.clone();
             mac.update(sts.as_bytes());
             verify_tag(mac, cred.signature_hex, &sts)
         }
         (Scheme::Acs3HmacSm3, KeyMaterial::Secret(secret)) => {
-            let sts = string_to_sign::<Sm3>(alg, req, signed, &payload, transcript);
+            let sts = string_to_sign(alg, &canonical_sm3(req, signed, &payload, transcript));
             let mut mac = secret.hmac_sm3.clone();
             mac.update(sts.as_bytes());
             verify_tag(mac, cred.signature_hex, &sts)
         }
         (Scheme::Acs3RsaSha256, KeyMaterial::RsaPublicKey(key)) => {
-            let sts = string_to_sign::<Sha256>(alg, req, signed, &payload, transcript);
+            let sts = string_to_sign(alg, &canonical_sha256(req, signed, &payload, transcript));
             let mut sig = vec![0u8; cred.signature_hex.len() / 2];
             if !hex_decode_into(cred.signature_hex.as_bytes(), &mut sig) {
                 return Err(mismatch(&sts));
@@ -562,7 +588,7 @@ pub fn sign(
     };
     // The list is built sorted and deduplicated above, as `split_checked` requires.
     let names = SignedNames::split_checked(&signed);
-    let sts = string_to_sign::<Sha256>(ALGORITHM, &view, &names, &payload, None);
+    let sts = string_to_sign(ALGORITHM, &canonical_sha256(&view, &names, &payload, None));
     let mut mac = Secret::new(secret).hmac_sha256;
     mac.update(sts.as_bytes());
     let mut sig = [0u8; 64];

@@ -9,6 +9,7 @@ pub mod der;
 pub mod encoding;
 pub mod roa1;
 pub mod rpc1;
+pub mod sha256;
 pub mod sigv4;
 
 use http::HeaderMap;
