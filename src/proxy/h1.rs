@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker, ready};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::UpstreamError;
+use super::pool::UpstreamError;
 
 /// An answer head larger than this is refused (and its connection closed).
 pub(super) const MAX_HEAD: usize = 64 * 1024;

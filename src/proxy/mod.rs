@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod forward;
+mod h1;
 pub mod limits;
 pub mod pool;
 pub mod response;

@@ -13,9 +13,7 @@
 //! to be read and thrown away first, and a body is dropped early only when the client went away
 //! or the upstream stalled, where the connection is rarely worth keeping.
 
-#[path = "h1.rs"]
-mod h1;
-
+use super::h1;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response};
