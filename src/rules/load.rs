@@ -566,7 +566,7 @@ fn source_files(files: Vec<ReadFile>) -> Vec<SourceFile> {
 ///
 /// [`KeyTable`]: super::KeyTable
 pub(crate) struct KeyPart {
-    table: Arc<HashMap<String, AccessKey>>,
+    table: Arc<super::KeyMap>,
     /// The ids of the keys compiled with a leaked flag.
     leaked_ids: Vec<String>,
     external: Arc<[ExternalInput]>,
@@ -851,7 +851,7 @@ fn assemble(
             leaked.get(id).map(|(_, _, info)| info.clone())
         })
     } else {
-        KeyTable::new(keys_part.table.clone(), HashMap::new())
+        KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
     };
     for (id, (file, span, _)) in &leaked {
         if !keys_part.table.contains_key(id) {
@@ -1185,8 +1185,10 @@ fn compile_keys(
 
     // Keys.
     // Sized once: growing a table of 100k keys rehashes and moves every entry several times.
-    let mut keys: HashMap<String, AccessKey> =
-        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.access_key.len()).sum());
+    let mut keys = super::KeyMap::with_capacity_and_hasher(
+        parsed.iter().map(|(_, raw)| raw.access_key.len()).sum(),
+        super::IdHash::default(),
+    );
     let mut active_per_user: HashMap<(String, String), usize> = HashMap::new();
     for (i, raw) in parsed {
         for k in &raw.access_key {

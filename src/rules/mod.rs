@@ -204,6 +204,121 @@ impl AccessKey {
     }
 }
 
+/// The hasher of the key table: a folded 128-bit multiply per 16 bytes of id, with per-process
+/// random seeds.
+///
+/// Key ids come from the rule files; clients only look them up, so which ids share a probe
+/// sequence is not theirs to choose, and SipHash's resistance to flooding (std's default, some
+/// 150 instructions for a 23-byte id) buys nothing here. The seeds still differ per process, and
+/// every id goes through full multiply-folds, so the low bits a table uses depend on all of it.
+#[derive(Clone, Copy)]
+pub struct IdHash {
+    seeds: [u64; 3],
+}
+
+impl Default for IdHash {
+    fn default() -> Self {
+        static SEEDS: std::sync::OnceLock<[u64; 3]> = std::sync::OnceLock::new();
+        let seeds = *SEEDS.get_or_init(|| {
+            // std's RandomState is seeded from the operating system's randomness.
+            use std::hash::BuildHasher;
+            let random = std::collections::hash_map::RandomState::new();
+            [1u64, 2, 3].map(|i| random.hash_one(i) | 1)
+        });
+        IdHash { seeds }
+    }
+}
+
+impl fmt::Debug for IdHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdHash")
+    }
+}
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    #[inline]
+    fn build_hasher(&self) -> IdHasher {
+        let [acc, s1, s2] = self.seeds;
+        IdHasher { acc, s1, s2 }
+    }
+}
+
+/// See [`IdHash`].
+pub struct IdHasher {
+    acc: u64,
+    s1: u64,
+    s2: u64,
+}
+
+/// The halves of the 128-bit product folded together: every bit of either factor reaches the
+/// middle of the product, and the fold brings the middle down to the low bits.
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// Eight bytes as a little-endian word; `bytes` is eight long wherever this is called.
+#[inline(always)]
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn word32(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(bytes);
+    u64::from(u32::from_le_bytes(w))
+}
+
+impl std::hash::Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        let mut acc = self.acc;
+        // The last (or only) 16 bytes as two words, read overlapping when shorter, after every
+        // 16-byte piece before them.
+        let (a, b) = if n > 16 {
+            let mut rest = bytes;
+            while rest.len() > 16 {
+                let (piece, tail) = rest.split_at(16);
+                acc = fold_mul(word(&piece[..8]) ^ self.s1, word(&piece[8..]) ^ acc);
+                rest = tail;
+            }
+            let last = &bytes[n - 16..];
+            (word(&last[..8]), word(&last[8..]))
+        } else if n >= 8 {
+            (word(&bytes[..8]), word(&bytes[n - 8..]))
+        } else if n >= 4 {
+            (word32(&bytes[..4]), word32(&bytes[n - 4..]))
+        } else if n > 0 {
+            let three = u64::from(bytes[0]) << 16 | u64::from(bytes[n / 2]) << 8;
+            (three | u64::from(bytes[n - 1]), 0)
+        } else {
+            (0, 0)
+        };
+        self.acc = fold_mul(a ^ self.s1, b ^ self.s2 ^ acc.wrapping_add(n as u64));
+    }
+
+    /// `str`'s `Hash` ends every string with `0xff`; it needs no multiply of its own, as
+    /// [`IdHasher::finish`] folds once more.
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.acc = self.acc.rotate_left(8) ^ u64::from(i);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold_mul(self.acc ^ self.s2, self.s1)
+    }
+}
+
+/// A table of keys by id, hashed with [`IdHash`].
+pub(crate) type KeyMap = HashMap<String, AccessKey, IdHash>;
+
 /// The access keys of a snapshot, by id.
 ///
 /// Compiling 100k keys and their allowlists takes most of a second, and a reload that changed
@@ -213,16 +328,13 @@ impl AccessKey {
 /// compiled from; a key whose leaked flag differs from the one compiled into `base` is held again,
 /// with the flag of this snapshot, in `changed`, which is looked up first.
 pub struct KeyTable {
-    base: Arc<HashMap<String, AccessKey>>,
+    base: Arc<KeyMap>,
     /// A subset of `base`'s ids: the keys whose leaked flag differs from `base`'s.
-    changed: HashMap<String, AccessKey>,
+    changed: KeyMap,
 }
 
 impl KeyTable {
-    pub(crate) fn new(
-        base: Arc<HashMap<String, AccessKey>>,
-        changed: HashMap<String, AccessKey>,
-    ) -> Self {
+    pub(crate) fn new(base: Arc<KeyMap>, changed: KeyMap) -> Self {
         KeyTable { base, changed }
     }
 
@@ -230,11 +342,11 @@ impl KeyTable {
     /// unchanged. `candidates`: every id whose flag may differ from `base`'s (those flagged in
     /// `base` and those flagged now); repeats are fine.
     pub(crate) fn with_leaks<'a>(
-        base: Arc<HashMap<String, AccessKey>>,
+        base: Arc<KeyMap>,
         candidates: impl Iterator<Item = &'a str>,
         leaked: impl Fn(&str) -> Option<LeakInfo>,
     ) -> Self {
-        let mut changed = HashMap::new();
+        let mut changed = KeyMap::default();
         for id in candidates {
             let Some(k) = base.get(id) else { continue };
             if changed.contains_key(id) {
@@ -603,6 +715,34 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_hash_spreads_similar_ids_over_buckets() {
+        use std::hash::BuildHasher;
+        let h = IdHash::default();
+        // Every length from empty to past two 16-byte pieces, and ids that differ in one place.
+        let mut ids: Vec<String> = (0..40).map(|n| "k".repeat(n)).collect();
+        ids.extend((0..20_000).map(|i| format!("LTAI5tBENCH{i:012}")));
+        ids.extend((0..20_000).map(|i| format!("{i:x}")));
+        let hashes: std::collections::HashSet<u64> = ids.iter().map(|id| h.hash_one(id)).collect();
+        assert_eq!(
+            hashes.len(),
+            ids.len(),
+            "no two of these ids collide in 64 bits"
+        );
+        // The low bits pick the bucket: 40k ids spread over 1024 buckets put about 39 in each
+        // (none empty, none past twice that, unless the low bits ignore part of the id).
+        let mut buckets = vec![0u32; 1024];
+        for id in &ids {
+            buckets[(h.hash_one(id) & 1023) as usize] += 1;
+        }
+        let (min, max) = (buckets.iter().min(), buckets.iter().max());
+        assert!(min > Some(&0) && max < Some(&80), "{min:?} {max:?}");
+        assert_eq!(
+            h.hash_one("LTAI5tBENCH000000000001"),
+            h.hash_one("LTAI5tBENCH000000000001")
+        );
+    }
 
     #[test]
     fn host_matching() {
