@@ -18,7 +18,12 @@
 #
 # Knobs (environment): ROUNDS RATE DURATION WARMUP CONNECTIONS MAX_CONNECTIONS KEYS CIDRS
 # SWEEP_RATES SWEEP_TARGETS SWEEP_DURATION RELOAD_HZ SCALING SCALING_MAX_KEYS SCALING_MAX_CIDRS
-# PIN PORT_BASE QUICK.
+# PIN PORT_BASE QUICK HALTPOLL_NS.
+#
+# HALTPOLL_NS (root, a KVM guest with the haltpoll cpuidle driver): how long an idle CPU polls
+# before it halts, for this run only (the value before is restored at exit). On a VM, waking a
+# halted CPU costs a VM exit and entry, which dominates the latency a proxy adds at a fixed rate
+# (nginx's as much as akgate's); machine.txt records the value in force either way.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,6 +56,8 @@ SCALING_MAX_KEYS="${SCALING_MAX_KEYS:-1000000}"
 SCALING_MAX_CIDRS="${SCALING_MAX_CIDRS:-1000000}"
 PIN="${PIN:-1}"
 PORT_BASE="${PORT_BASE:-18080}"
+HALTPOLL_NS="${HALTPOLL_NS:-}"
+HALTPOLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 
 UPSTREAM_PORT=$((PORT_BASE + 1))
 declare -A PORT=(
@@ -126,6 +133,13 @@ cpu_busy() { # label
         tee -a "$OUT/machine.txt" >&2
 }
 
+if [ -n "$HALTPOLL_NS" ]; then
+    [ -w "$HALTPOLL" ] || die "HALTPOLL_NS: $HALTPOLL is not writable (needs root and the haltpoll driver)"
+    HALTPOLL_BEFORE=$(cat "$HALTPOLL")
+    trap 'stop_all; echo "$HALTPOLL_BEFORE" >"$HALTPOLL"' EXIT
+    echo "$HALTPOLL_NS" >"$HALTPOLL"
+fi
+
 step "machine"
 NPROC="$(nproc)"
 if [ "$PIN" = 1 ] && [ "$NPROC" -ge 2 ] && command -v taskset >/dev/null; then
@@ -154,6 +168,7 @@ fi
     echo "kernel: $(uname -r)"
     echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), Lua module $(dpkg-query -W -f '${Version}' libnginx-mod-http-lua 2>/dev/null || echo '?')"
     echo "pinning: $PINNING"
+    echo "idle CPUs poll before halting: $(cat "$HALTPOLL" 2>/dev/null || echo '?') ns (cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?'))"
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt"
 cpu_busy "before the run"
