@@ -114,13 +114,7 @@ async fn edit_in_place_takes_effect_without_restart() {
 async fn a_settled_key_file_edited_in_place_to_the_same_size_takes_effect() {
     let w = world(&["--no-watch"]).await;
     let reload = || async {
-        let req = Req {
-            method: "POST".into(),
-            path_and_query: "/rules/reload".into(),
-            headers: vec![],
-            body: vec![],
-        };
-        let r = send(w.gw.admin, &req).await;
+        let r = post_reload(&w).await;
         assert_eq!(r.status, 200);
         r.headers["x-akgate-reload"].clone()
     };
@@ -296,17 +290,11 @@ async fn forced_reload_from_the_admin_listener() {
     let keys = w.dir.path().join("keys.toml");
     let text = std::fs::read_to_string(&keys).unwrap();
     write_in_place(&keys, &text.replace("name = \"main\"", "name = \"main2\""));
-    let req = Req {
-        method: "POST".into(),
-        path_and_query: "/rules/reload".into(),
-        headers: vec![],
-        body: vec![],
-    };
-    let r = send(w.gw.admin, &req).await;
+    let r = post_reload(&w).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-akgate-reload"], "applied");
     assert_eq!(r.json()["generation"], 2);
-    let r = send(w.gw.admin, &req).await;
+    let r = post_reload(&w).await;
     assert_eq!(
         r.headers["x-akgate-reload"], "unchanged",
         "same content: no new generation"
