@@ -194,28 +194,19 @@ mod tests {
     use super::*;
     use crate::rules::{Problem, WarningPart, Warnings};
 
-    fn problem(line: usize, message: String) -> Problem {
-        Problem {
-            file: "keys.toml".into(),
-            line,
-            col: 1,
-            message,
-        }
-    }
-
     #[test]
     fn a_few_warnings_are_listed_whole_and_a_flood_by_kind() {
         let few: Vec<Problem> = (0..4)
-            .map(|i| problem(i, format!("key `K{i}` has no address in common")))
+            .map(|i| Problem::in_keys_file(i, format!("key `K{i}` has no address in common")))
             .collect();
         let listed = warning_list(&Warnings::from_parts([WarningPart::new(few)]));
         assert_eq!(listed.len(), 4, "{listed:?}");
         assert!(listed.iter().all(|l| l.contains("no address in common")));
 
         let mut flood: Vec<Problem> = (0..1000)
-            .map(|i| problem(i, format!("key `K{i}` has its secret inline")))
+            .map(|i| Problem::in_keys_file(i, format!("key `K{i}` has its secret inline")))
             .collect();
-        flood.push(problem(2000, "every key is disabled".into()));
+        flood.push(Problem::in_keys_file(2000, "every key is disabled".into()));
         let listed = warning_list(&Warnings::from_parts([WarningPart::new(flood)]));
         assert!(listed.len() < 10, "{listed:?}");
         assert!(

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod ascii;
 pub mod audit;
 pub mod auth;
 pub mod cli;

@@ -433,15 +433,7 @@ fn canonical_sha256(
     transcript: Option<&mut Vec<u8>>,
 ) -> [u8; 32] {
     let mut hasher = Sha256Stream::new();
-    match transcript {
-        Some(t) => write_canonical_request(
-            req,
-            signed_headers,
-            hashed_payload,
-            &mut Tee(&mut hasher, t),
-        ),
-        None => write_canonical_request(req, signed_headers, hashed_payload, &mut hasher),
-    }
+    feed_canonical(req, signed_headers, hashed_payload, transcript, &mut hasher);
     hasher.finish()
 }
 
@@ -453,20 +445,30 @@ fn canonical_sm3(
     transcript: Option<&mut Vec<u8>>,
 ) -> [u8; 32] {
     let mut hasher = Sm3::default();
-    match transcript {
-        Some(t) => write_canonical_request(
-            req,
-            signed_headers,
-            hashed_payload,
-            &mut Tee(&mut hasher, t),
-        ),
-        None => {
-            let mut buffered = Buffered::new(&mut hasher);
-            write_canonical_request(req, signed_headers, hashed_payload, &mut buffered);
-            buffered.finish();
-        }
-    }
+    let mut buffered = Buffered::new(&mut hasher);
+    feed_canonical(
+        req,
+        signed_headers,
+        hashed_payload,
+        transcript,
+        &mut buffered,
+    );
+    buffered.finish();
     hasher.finalize().into()
+}
+
+/// Writes the canonical request into `sink`, and into `transcript` too when one is asked for.
+fn feed_canonical(
+    req: &RequestView<'_>,
+    signed_headers: &SignedNames<'_>,
+    hashed_payload: &[u8],
+    transcript: Option<&mut Vec<u8>>,
+    sink: &mut impl Sink,
+) {
+    match transcript {
+        Some(t) => write_canonical_request(req, signed_headers, hashed_payload, &mut Tee(sink, t)),
+        None => write_canonical_request(req, signed_headers, hashed_payload, sink),
+    }
 }
 
 /// `<alg>\n<hex digest>`.

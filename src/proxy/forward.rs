@@ -161,16 +161,16 @@ pub fn upstream_request(
 /// The X-Forwarded-For the upstream gets: the peer, after the chain that reached us only when a
 /// trusted proxy forwarded the request.
 fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> {
-    use std::fmt::Write as _;
-    let mut xff = String::with_capacity(48);
+    use std::io::Write as _;
+    let mut xff = Vec::with_capacity(48);
     if matches!(id.source, SourceIp::Forwarded { .. } | SourceIp::Unknown) {
         for prior in headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
         {
-            xff.push_str(prior);
-            xff.push_str(", ");
+            xff.extend_from_slice(prior.as_bytes());
+            xff.extend_from_slice(b", ");
         }
     }
     match id.peer {
@@ -179,28 +179,18 @@ fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> 
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    xff.push('.');
+                    xff.push(b'.');
                 }
-                push_decimal(&mut xff, octet);
+                crate::ascii::push_decimal(&mut xff, u64::from(octet));
             }
         }
-        // Writing to a String cannot fail.
+        // Writing to a Vec cannot fail.
         IpAddr::V6(v6) => {
             let _ = write!(xff, "{v6}");
         }
     }
-    // The String's buffer becomes the header's bytes: no second copy.
-    HeaderValue::from_maybe_shared(Bytes::from(xff.into_bytes())).ok()
-}
-
-fn push_decimal(out: &mut String, n: u8) {
-    if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
-    }
-    if n >= 10 {
-        out.push(char::from(b'0' + n / 10 % 10));
-    }
-    out.push(char::from(b'0' + n % 10));
+    // The buffer becomes the header's bytes: no second copy.
+    HeaderValue::from_maybe_shared(Bytes::from(xff)).ok()
 }
 
 pub async fn send(
@@ -308,19 +298,5 @@ impl hyper::body::Body for IdleTimeout {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for octet in 0..=255u8 {
-            let mut s = String::new();
-            push_decimal(&mut s, octet);
-            assert_eq!(s, octet.to_string());
-        }
     }
 }

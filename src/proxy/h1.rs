@@ -124,7 +124,7 @@ pub(super) fn encode_request(
     // RFC 9110 §8.6: sent for an empty body too when the method gives the body a meaning.
     if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         head.extend_from_slice(b"content-length: ");
-        push_decimal(&mut head, body.len() as u64);
+        crate::ascii::push_decimal(&mut head, body.len() as u64);
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -133,20 +133,6 @@ pub(super) fn encode_request(
         body = Bytes::new();
     }
     Outgoing { head, body }
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// How an exchange failed.

@@ -70,6 +70,19 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Warnings at a line of `keys.toml`, for tests of how warnings are grouped and shown.
+#[cfg(test)]
+impl Problem {
+    pub(crate) fn in_keys_file(line: usize, message: String) -> Problem {
+        Problem {
+            file: "keys.toml".into(),
+            line,
+            col: 1,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -583,27 +583,21 @@ fn reload_loop(
 mod tests {
     use super::*;
 
-    fn problem(line: usize, message: String) -> Problem {
-        Problem {
-            file: "keys.toml".into(),
-            line,
-            col: 1,
-            message,
-        }
-    }
-
     #[test]
     fn many_warnings_of_a_kind_become_one_line_and_rarer_ones_stay_visible() {
         let mut warnings: Vec<Problem> = (0..100_000)
             .map(|i| {
-                problem(
+                Problem::in_keys_file(
                     i + 1,
                     format!("access key `LTAI{i}` has an inline secret; prefer secret_env"),
                 )
             })
             .collect();
-        warnings.insert(5, problem(7, "this rule refuses every request".into()));
-        warnings.push(problem(9, "account `a` has no key".into()));
+        warnings.insert(
+            5,
+            Problem::in_keys_file(7, "this rule refuses every request".into()),
+        );
+        warnings.push(Problem::in_keys_file(9, "account `a` has no key".into()));
         let lines = warning_lines(&warnings);
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines[0].starts_with("100000 warnings: access key `…` has an inline secret"));
@@ -616,7 +610,7 @@ mod tests {
     #[test]
     fn a_few_warnings_are_logged_as_they_are() {
         let warnings: Vec<Problem> = (0..WARNINGS_SHOWN)
-            .map(|i| problem(i, format!("access key `k{i}` has an inline secret")))
+            .map(|i| Problem::in_keys_file(i, format!("access key `k{i}` has an inline secret")))
             .collect();
         let lines = warning_lines(&warnings);
         let want: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();

@@ -3,6 +3,7 @@
 //! Every argument goes out as a length-prefixed bulk string, so nothing a client puts in a key id
 //! or a nonce (CR, LF, spaces, `*`, `$`) can be read by Redis as protocol.
 
+use crate::ascii::push_decimal;
 use bytes::{Buf, Bytes, BytesMut};
 
 /// A reply bigger than this is treated as a broken stream rather than buffered.
@@ -50,29 +51,15 @@ pub struct ProtocolError(pub &'static str);
 /// Appends one command (an array of bulk strings) to `out`.
 pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.push(b'*');
-    push_usize(out, args.len());
+    push_decimal(out, args.len() as u64);
     out.extend_from_slice(b"\r\n");
     for a in args {
         out.push(b'$');
-        push_usize(out, a.len());
+        push_decimal(out, a.len() as u64);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn push_usize(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Takes one complete reply off the front of `buf`; `Ok(None)` when more bytes are needed.
