@@ -9,6 +9,13 @@ use std::borrow::Cow;
 /// Where canonical bytes go: a hash state while verifying, a buffer while explaining.
 pub trait Sink {
     fn put(&mut self, bytes: &[u8]);
+
+    /// One byte: canonical requests are full of one-byte separators (`:`, `\n`, `&`, `=`), and a
+    /// sink that buffers can store one where `put` would copy a slice of unknown length.
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        self.put(&[byte]);
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -73,6 +80,17 @@ impl<S: Sink> Sink for Buffered<'_, S> {
             self.len = bytes.len();
         }
     }
+
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        match self.buf.get_mut(self.len) {
+            Some(slot) => {
+                *slot = byte;
+                self.len += 1;
+            }
+            None => self.put(&[byte]),
+        }
+    }
 }
 
 /// Writes to two sinks at once (hash and transcript).
@@ -82,6 +100,10 @@ impl<A: Sink, B: Sink> Sink for Tee<'_, A, B> {
     fn put(&mut self, bytes: &[u8]) {
         self.0.put(bytes);
         self.1.put(bytes);
+    }
+    fn put_byte(&mut self, byte: u8) {
+        self.0.put_byte(byte);
+        self.1.put_byte(byte);
     }
 }
 
@@ -107,21 +129,48 @@ const UNRESERVED: [bool; 256] = {
     t
 };
 
+/// The value of each byte as a hex digit (either case), or 0xff. A table, because signatures and
+/// digests are decoded and escapes read on every request, and a load is cheaper than the three
+/// range tests of a `match`.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Each byte's two lower-case hex digits, so a digest is written a byte (one load, one
+/// two-byte store) rather than a nibble at a time.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX_LOWER[b >> 4], HEX_LOWER[b & 0xf]];
+        b += 1;
+    }
+    t
+};
+
 #[inline]
 fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    let v = HEX_VALUE[usize::from(b)];
+    (v < 16).then_some(v)
 }
 
 /// Lower-case hex of `bytes` into `out`, which must be exactly twice as long.
 pub fn hex_lower_into(bytes: &[u8], out: &mut [u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX_LOWER[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX_LOWER[usize::from(b & 0xf)];
+    debug_assert_eq!(out.len(), 2 * bytes.len());
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
@@ -153,13 +202,62 @@ pub fn hex_decode_into(s: &[u8], out: &mut [u8]) -> bool {
     if s.len() != out.len() * 2 {
         return false;
     }
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        match (hex_val(pair[0]), hex_val(pair[1])) {
-            (Some(h), Some(l)) => out[i] = (h << 4) | l,
-            _ => return false,
-        }
+    // A digit's value is below 16 and anything else is 0xff, so one test of the high bits of
+    // everything read, at the end, finds a bad digit anywhere (`out` is then garbage, as before).
+    let mut seen = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (h, l) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        seen |= h | l;
+        *o = (h << 4) | l;
     }
-    true
+    seen < 16
+}
+
+/// Whether every byte is a hex digit (either case): one table load per byte, the results ORed
+/// and tested once.
+pub fn is_hex(s: &[u8]) -> bool {
+    s.iter()
+        .fold(0u8, |seen, &b| seen | HEX_VALUE[usize::from(b)])
+        < 16
+}
+
+/// Whether two byte strings of a few dozen bytes are equal, compared eight bytes at a time
+/// inline: header names and digests are that short, and a call to the C library's `bcmp` costs
+/// more than the comparison itself.
+#[inline]
+pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_ne_bytes(w)
+    };
+    let n = a.len();
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    if n < 8 {
+        return half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4);
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping what was compared already when `n` is not a multiple.
+    word(a, n - 8) == word(b, n - 8)
 }
 
 /// Iterates the decoded bytes of a wire component. An `%` not followed by two hex digits is kept
@@ -452,5 +550,49 @@ mod tests {
         assert!(!hex_decode_into(b"abf", &mut out));
         assert!(!hex_decode_into(b"zzzz", &mut out));
         assert_eq!(hex_lower(&[0xde, 0xad]), "dead");
+    }
+
+    #[test]
+    fn hex_tables_agree_with_the_standard_library() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = vec![0u8; 512];
+        hex_lower_into(&all, &mut out);
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(out, want.as_bytes());
+        // Every pair of bytes: decoded exactly when both are hex digits, to their value.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                let mut one = [0u8; 1];
+                let ok = hex_decode_into(&[a, b], &mut one);
+                let want = std::str::from_utf8(&[a, b])
+                    .ok()
+                    .filter(|s| s.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|s| u8::from_str_radix(s, 16).ok());
+                assert_eq!(ok.then_some(one[0]), want, "{a:#x} {b:#x}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(is_hex(&[b'0', b, b'f']), b.is_ascii_hexdigit(), "{b:#x}");
+        }
+        assert!(is_hex(b"") && is_hex(b"0123456789abcdefABCDEF"));
+        // A bad digit anywhere, not only in the first pair.
+        let mut four = [0u8; 4];
+        assert!(hex_decode_into(b"00112233", &mut four));
+        assert!(!hex_decode_into(b"001122g3", &mut four));
+    }
+
+    #[test]
+    fn short_eq_compares_every_byte_of_every_length() {
+        let base: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..70 {
+            let a = &base[..n];
+            assert!(short_eq(a, a), "{n}");
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 0x20;
+                assert!(!short_eq(a, &b), "{n} differing at {i}");
+            }
+            assert!(!short_eq(a, &base[..n + 1]), "{n} vs {}", n + 1);
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use crate::error::Rejection;
 use crate::rules::AccessKey;
 use crate::time::UnixSeconds;
+use encoding::short_eq;
 
 /// The parts of a request that signatures cover, as received on the wire.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +104,10 @@ pub enum Window {
     Malformed,
 }
 
+/// The V3 variant is the largest by some 200 bytes (the signed headers' values, carried from
+/// parsing to verifying); boxing it would put a heap allocation on every V3 request to spare
+/// copying those bytes, and a credential lives on the stack for the one request it belongs to.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Credential<'a> {
     Acs3(acs3::Acs3Credential<'a>),
@@ -341,18 +346,28 @@ const TOKEN_LOWER: [bool; 256] = {
 ///
 /// Membership is asked a dozen times per request (required headers, every `x-acs-*`/`x-amz-*`
 /// header present), so where each name lies is kept on the stack instead of splitting the list
-/// again for each question; as 16-bit offsets rather than `&str`s, because the V3 credential
-/// carries this from parsing to verifying and a smaller request state is cheaper to move.
-/// Longer lists than [`SignedNames::INLINE`] (no SDK sends one) or lists longer than 64 KiB are
-/// answered by scanning the text.
+/// again for each question; as 16-bit offsets and 8-bit lengths rather than `&str`s, because the
+/// V3 credential carries this from parsing to verifying and a smaller request state is cheaper to
+/// move, and because eight lengths fit a word, so [`SignedNames::index`] finds the names of a
+/// given length eight at a time. Longer lists than [`SignedNames::INLINE`] (no SDK sends one),
+/// lists longer than 64 KiB or with a name longer than 255 bytes are answered by scanning the
+/// text.
 #[derive(Debug, Clone)]
 pub(crate) struct SignedNames<'a> {
     raw: &'a str,
-    /// `(start, length)` in `raw` of each name.
-    spans: [(u16, u16); SignedNames::INLINE],
-    /// Names held in `spans`, or `None` when the list is longer.
-    len: Option<usize>,
+    /// Where in `raw` each name starts.
+    starts: [u16; SignedNames::INLINE],
+    /// Each name's length; 0 past the last name (no name is empty).
+    lens: [u8; SignedNames::INLINE],
+    /// Bit `min(length, 63)` of each held name's length: most headers a request carries unsigned
+    /// have a length no signed name has, and this answers them without looking further.
+    lengths: u64,
+    /// Names held in `starts` and `lens`, or `None` when the list is not held.
+    len: Option<u8>,
 }
+
+// `index` reads the lengths a word of eight at a time.
+const _: () = assert!(SignedNames::INLINE.is_multiple_of(8));
 
 impl<'a> SignedNames<'a> {
     pub(crate) const INLINE: usize = 24;
@@ -379,10 +394,11 @@ impl<'a> SignedNames<'a> {
                 return Err(not_token());
             }
             let name = &bytes[start..end];
-            // The first bytes settle the order of most pairs of adjacent names.
+            // The first bytes settle the order of most pairs of adjacent names; the others are
+            // compared here rather than by a call to the C library's `memcmp`.
             let in_order = match (previous.first(), name.first()) {
                 (Some(p), Some(f)) if p != f => f > p,
-                _ => name > previous,
+                _ => sorts_after(name, previous),
             };
             if !in_order {
                 return Err(incomplete(
@@ -418,11 +434,25 @@ impl<'a> SignedNames<'a> {
     }
 
     fn new(raw: &'a str, spans: [(u16, u16); SignedNames::INLINE], n: usize) -> Self {
-        let fits = n <= Self::INLINE && u16::try_from(raw.len()).is_ok();
+        let mut starts = [0u16; Self::INLINE];
+        let mut lens = [0u8; Self::INLINE];
+        let mut lengths = 0u64;
+        let mut fits = n <= Self::INLINE && u16::try_from(raw.len()).is_ok();
+        for (i, &(start, len)) in spans.iter().enumerate().take(n) {
+            starts[i] = start;
+            lengths |= length_bit(usize::from(len));
+            match u8::try_from(len) {
+                Ok(len) => lens[i] = len,
+                Err(_) => fits = false,
+            }
+        }
         SignedNames {
             raw,
-            spans,
-            len: fits.then_some(n),
+            starts,
+            lens,
+            lengths,
+            // `n` is at most INLINE (24) when the list fits.
+            len: if fits { u8::try_from(n).ok() } else { None },
         }
     }
 
@@ -434,30 +464,109 @@ impl<'a> SignedNames<'a> {
     /// How many names [`SignedNames::name`] answers for: `None` when the list is too long to
     /// be held, and must be read from [`SignedNames::raw`].
     pub(crate) fn held(&self) -> Option<usize> {
-        self.len
+        self.len.map(usize::from)
     }
 
     /// The `i`th name, for `i` below [`SignedNames::held`].
     pub(crate) fn name(&self, i: usize) -> &'a str {
-        let (start, len) = self.spans[i];
-        let start = usize::from(start);
+        let start = usize::from(self.starts[i]);
         // Split at ASCII `;`, so these are character boundaries.
         self.raw
-            .get(start..start + usize::from(len))
+            .get(start..start + usize::from(self.lens[i]))
             .unwrap_or_default()
+    }
+
+    /// Where `name` is in a held list (see [`SignedNames::held`]); `None` when it is not there,
+    /// or when the list is not held.
+    ///
+    /// The lengths are compared a word (eight names) at a time, and the bytes only of names of
+    /// the right length: in an SDK's list of a dozen names that is mostly one name, or none.
+    #[inline]
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
+        let held = usize::from(self.len?);
+        let want = name.as_bytes();
+        if self.lengths & length_bit(want.len()) == 0 {
+            return None;
+        }
+        // No name is empty or longer than 255 bytes in a held list, and unused slots are 0.
+        let len = u8::try_from(want.len()).ok().filter(|&l| l > 0)?;
+        const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+        let pattern = u64::from_ne_bytes([len; 8]);
+        let (words, _) = self.lens.as_chunks::<8>();
+        for (w, word) in words.iter().enumerate().take(held.div_ceil(8)) {
+            // Little-endian, so name `8w + k` is byte `k`. A byte of `x` is zero where the
+            // length matches; `hits` has the high bit of exactly those bytes set.
+            let x = u64::from_le_bytes(*word) ^ pattern;
+            let mut hits = !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
+            while hits != 0 {
+                let i = 8 * w + (hits.trailing_zeros() / 8) as usize;
+                if short_eq(self.name(i).as_bytes(), want) {
+                    return Some(i);
+                }
+                hits &= hits - 1;
+            }
+        }
+        None
+    }
+
+    /// The first of `wanted` (ascending, without repeats) that the list does not name, found by
+    /// one merge of the two sorted lists rather than a search for each.
+    pub(crate) fn first_missing<'w>(&self, wanted: &[&'w str]) -> Option<&'w str> {
+        debug_assert!(wanted.is_sorted_by(|a, b| a < b));
+        let Some(held) = self.held() else {
+            return wanted.iter().copied().find(|w| !self.contains(w));
+        };
+        let mut i = 0;
+        for &w in wanted {
+            loop {
+                if i == held {
+                    return Some(w);
+                }
+                let name = self.name(i).as_bytes();
+                i += 1;
+                if short_eq(name, w.as_bytes()) {
+                    break;
+                }
+                if sorts_after(name, w.as_bytes()) {
+                    // Past where `w` would be.
+                    return Some(w);
+                }
+            }
+        }
+        None
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self.len {
-            // A scan comparing lengths first: with a dozen names of mostly distinct lengths it
-            // compares bytes about once, where a binary search would compare them four times.
-            Some(n) => self.spans[..n].iter().any(|&(start, len)| {
-                let start = usize::from(start);
-                usize::from(len) == name.len()
-                    && self.raw.as_bytes().get(start..start + name.len()) == Some(name.as_bytes())
-            }),
+            Some(_) => self.index(name).is_some(),
             None => self.raw.split(';').any(|n| n == name),
         }
+    }
+}
+
+/// A length's bit in [`SignedNames`]'s `lengths`.
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// Whether `name` sorts after `previous` as byte strings (`name > previous`), for names of a few
+/// dozen bytes: eight bytes at a time (as big-endian numbers they order as the bytes do), where
+/// `x-acs-*` names share their first six.
+#[inline]
+fn sorts_after(name: &[u8], previous: &[u8]) -> bool {
+    let (mut a, mut b) = (name, previous);
+    while let (Some((x, a_rest)), Some((y, b_rest))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return u64::from_be_bytes(*x) > u64::from_be_bytes(*y);
+        }
+        (a, b) = (a_rest, b_rest);
+    }
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => a[i] > b[i],
+        None => a.len() > b.len(),
     }
 }
 
@@ -604,5 +713,131 @@ mod tests {
         }
         let ok = SignedNames::parse("a;ab;b").unwrap();
         assert!(ok.contains("ab") && ok.contains("b") && !ok.contains("a;ab"));
+    }
+
+    /// Sorted names with many of one length, prefixes of each other and long shared prefixes.
+    fn pool() -> Vec<String> {
+        let mut names: Vec<String> = (0..12).map(|i| format!("x-h{i:02}")).collect();
+        names.extend(["a", "ab", "abc", "accept", "host", "user-agent"].map(String::from));
+        names.extend(
+            [
+                "x-acs-action",
+                "x-acs-content-sha256",
+                "x-acs-date",
+                "x-acs-signature-nonce",
+                "x-acs-signature-nonce2",
+                "x-acs-version",
+                "x-acs-versioo",
+                "x-acs-versiop",
+            ]
+            .map(String::from),
+        );
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn signed_names_index_finds_each_name_and_nothing_else() {
+        let pool = pool();
+        for n in 1..=pool.len() {
+            // Every window of n names, so each name sits at every slot of the words.
+            for from in 0..=pool.len() - n {
+                let list = &pool[from..from + n];
+                let raw = list.join(";");
+                let s = SignedNames::parse(&raw).unwrap();
+                assert_eq!(s.held(), (n <= SignedNames::INLINE).then_some(n), "{raw}");
+                for probe in pool
+                    .iter()
+                    .flat_map(|p| [p.clone(), format!("{p}x"), p[..p.len() - 1].to_string()])
+                {
+                    let want = list.iter().position(|l| *l == probe);
+                    let got = s.index(&probe);
+                    if s.held().is_some() {
+                        assert_eq!(got, want, "{probe} in {raw}");
+                    } else {
+                        assert_eq!(got, None, "{probe} in {raw}");
+                    }
+                    assert_eq!(s.contains(&probe), want.is_some(), "{probe} in {raw}");
+                }
+                if let Some(held) = s.held() {
+                    let names: Vec<&str> = (0..held).map(|i| s.name(i)).collect();
+                    assert_eq!(names, list, "{raw}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_missing_is_the_first_wanted_name_not_listed() {
+        let pool = pool();
+        let reference = |list: &[String], wanted: &[&str]| -> Option<String> {
+            wanted
+                .iter()
+                .find(|w| !list.iter().any(|l| l == *w))
+                .map(|w| w.to_string())
+        };
+        let wanted_sets: [&[&str]; 5] = [
+            &["host", "x-acs-action", "x-acs-date"],
+            &["a", "abc", "x-h05", "x-h11"],
+            &["ab", "x-acs-signature-nonce", "x-acs-versioo"],
+            &["x-acs-signature-nonc", "x-acs-version"],
+            &["zz"],
+        ];
+        for n in 1..=pool.len() {
+            for from in 0..=pool.len() - n {
+                let list = &pool[from..from + n];
+                let raw = list.join(";");
+                let s = SignedNames::parse(&raw).unwrap();
+                for wanted in wanted_sets {
+                    assert_eq!(
+                        s.first_missing(wanted).map(String::from),
+                        reference(list, wanted),
+                        "{wanted:?} in {raw}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_list_with_a_name_past_255_bytes_is_scanned() {
+        let long = format!("x-{}", "a".repeat(300));
+        let raw = format!("host;{long};x-acs-date");
+        let s = SignedNames::parse(&raw).unwrap();
+        assert_eq!(s.held(), None);
+        assert!(s.contains(&long) && s.contains("host") && s.contains("x-acs-date"));
+        assert!(!s.contains(&long[..long.len() - 1]) && !s.contains(""));
+        // 255 bytes still fits.
+        let edge = format!("x-{}", "a".repeat(253));
+        let s = SignedNames::parse(&edge).unwrap();
+        assert_eq!(s.held(), Some(1));
+        assert_eq!(s.index(&edge), Some(0));
+    }
+
+    #[test]
+    fn sorts_after_orders_as_bytes_do() {
+        let mut pool = pool();
+        pool.extend(
+            [
+                "",
+                "x-acs-ab",
+                "x-acs-aa",
+                "x-acs-abx",
+                "x-acs-ab~",
+                "x-acs-content-sha25",
+                "x-acs-content-sha256-",
+                "~",
+            ]
+            .map(String::from),
+        );
+        for a in &pool {
+            for b in &pool {
+                assert_eq!(
+                    sorts_after(a.as_bytes(), b.as_bytes()),
+                    a.as_bytes() > b.as_bytes(),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 }

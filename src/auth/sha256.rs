@@ -109,6 +109,17 @@ impl Sink for Sha256Stream {
             self.spill(bytes);
         }
     }
+
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        // `len < BUF` between calls, so the store is in bounds and only a full buffer spills.
+        if self.len + 1 < BUF {
+            self.buf[self.len] = byte;
+            self.len += 1;
+        } else {
+            self.spill(&[byte]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +139,23 @@ mod tests {
                 }
                 assert_eq!(s.finish(), want, "len {len}, pieces of {piece}");
             }
+            // Byte by byte, and bytes between pieces, across every buffer boundary.
+            let mut s = Sha256Stream::new();
+            for &b in &data[..len] {
+                s.put_byte(b);
+            }
+            assert_eq!(s.finish(), want, "len {len}, put_byte");
+            let mut s = Sha256Stream::new();
+            for (i, chunk) in data[..len].chunks(10).enumerate() {
+                match chunk.split_first() {
+                    Some((first, rest)) if i % 2 == 0 => {
+                        s.put_byte(*first);
+                        s.put(rest);
+                    }
+                    _ => s.put(chunk),
+                }
+            }
+            assert_eq!(s.finish(), want, "len {len}, mixed");
         }
     }
 }
