@@ -29,7 +29,7 @@ fn pool() -> UpstreamPool {
     UpstreamPool::new(PoolConfig::default())
 }
 
-/// A request as `forward::upstream_request` builds it: absolute URI, Host set by the caller.
+/// A request as a user of the pool builds it: absolute URI, Host set by the caller.
 fn request(addr: SocketAddr, path_and_query: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .method("POST")

@@ -2,12 +2,13 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Method, Response, Uri};
+use http_body_util::BodyExt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use super::Body;
+use super::h1::{self, Outgoing, RequestHead};
 use super::pool::{PoolConfig, PooledBody, UpstreamPool};
 use crate::error::Rejection;
 use crate::policy::source_ip::SourceIp;
@@ -91,78 +92,71 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The request the upstream gets, built from the client's: its header map is filtered in place
-/// (not copied name by name, which rehashed every header) and the gateway's own headers are set.
-pub fn upstream_request(
+/// The request the upstream gets, written for the wire straight from the client's: its fields
+/// are filtered as they are copied and the gateway's own are written after them, so no header
+/// map is built, changed or hashed, and no header value is allocated. The fields reach the
+/// upstream in the client's order, behind the signed Host.
+pub(super) fn upstream_request(
     route: &Route,
     method: &Method,
     uri: &Uri,
-    mut headers: HeaderMap,
-    host: Option<HeaderValue>,
+    headers: &HeaderMap,
+    host: Option<&str>,
     body: Bytes,
     id: &Identity<'_>,
-) -> Result<Request<Full<Bytes>>, Rejection> {
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(http::uri::Scheme::HTTP);
-    target.authority = Some(route.upstream.clone());
-    target.path_and_query = Some(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    let uri = Uri::from_parts(target)
-        .map_err(|_| Rejection::BadRequest("request target cannot be forwarded".into()))?;
-
-    // A chain of X-Forwarded-For is kept only when it came through a proxy we trust; otherwise it
-    // is whatever the client chose to write, and the upstream would be misled by it. Read before
-    // the client's copy is removed below.
-    let xff = forwarded_for(&headers, id);
-
+) -> Outgoing {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     // Addresses a client claims for itself mean nothing unless a trusted proxy vouched for them;
     // an upstream reading them must not be misled either (X-Forwarded-For is rewritten below).
     let direct = matches!(id.source, SourceIp::Peer(_));
     let has_connection = headers.contains_key(header::CONNECTION);
-    remove_where(&mut headers, |headers, name| {
+    let dropped = |name: &HeaderName| {
         is_hop_by_hop(name)
             || is_gateway_owned(name)
-            // The body is forwarded as the bytes verified, whatever framing carried them in; the
-            // client's Content-Length must not describe it to the upstream.
+            // The body is forwarded as the bytes verified, whatever framing carried them in; its
+            // length is the head's to write, not the client's.
             || *name == header::CONTENT_LENGTH
             || (direct && (*name == header::FORWARDED || *name == X_REAL_IP))
             || (has_connection && connection_listed(headers, name))
-    });
-    // The Host the client signed is the one the upstream sees: the gateway is transparent.
-    if let Some(h) = host {
-        headers.insert(header::HOST, h);
+    };
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    // The gateway's fields: names, ids, a request id and an address chain, a few hundred bytes.
+    let mut head = RequestHead::new(method, target, fields + 256, &body);
+    // The Host the client signed is the one the upstream sees: the gateway is transparent. (Its
+    // value came through a header value or the request's authority: valid field bytes.)
+    head.field(b"host", host.unwrap_or(route.upstream.as_str()).as_bytes());
+    for (name, value) in headers {
+        if !dropped(name) {
+            head.field(name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     let key = id.key;
-    let set = |headers: &mut HeaderMap, name: &HeaderName, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            headers.insert(name.clone(), v);
+    let mut own = |name: &HeaderName, value: &str| {
+        // Names in the rules could hold a line break; such a field is left out, not sent broken.
+        if h1::is_field_value(value.as_bytes()) {
+            head.field(name.as_str().as_bytes(), value.as_bytes());
         }
     };
-    set(&mut headers, &X_AKGATE_ACCOUNT, &key.account.id);
+    own(&X_AKGATE_ACCOUNT, &key.account.id);
     if let Some(user) = &key.user {
-        set(&mut headers, &X_AKGATE_USER, &user.name);
+        own(&X_AKGATE_USER, &user.name);
     }
-    set(&mut headers, &X_AKGATE_KEY, &key.id);
-    set(&mut headers, &X_REQUEST_ID, id.request_id);
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
-    }
-
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
-    Ok(req)
+    own(&X_AKGATE_KEY, &key.id);
+    own(&X_REQUEST_ID, id.request_id);
+    head.start_field(X_FORWARDED_FOR.as_str().as_bytes());
+    forwarded_for(head.value(), headers, id);
+    head.end_field();
+    head.finish(method, body)
 }
 
-/// The X-Forwarded-For the upstream gets: the peer, after the chain that reached us only when a
-/// trusted proxy forwarded the request.
-fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> {
+/// Writes the X-Forwarded-For the upstream gets: the peer, after the chain that reached us only
+/// when a trusted proxy forwarded the request; otherwise the chain is whatever the client chose
+/// to write, and the upstream would be misled by it.
+fn forwarded_for(xff: &mut Vec<u8>, headers: &HeaderMap, id: &Identity<'_>) {
     use std::io::Write as _;
-    let mut xff = Vec::with_capacity(48);
     if matches!(id.source, SourceIp::Forwarded { .. } | SourceIp::Unknown) {
         for prior in headers
             .get_all(&X_FORWARDED_FOR)
@@ -181,7 +175,7 @@ fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> 
                 if i > 0 {
                     xff.push(b'.');
                 }
-                crate::ascii::push_decimal(&mut xff, u64::from(octet));
+                crate::ascii::push_decimal(xff, u64::from(octet));
             }
         }
         // Writing to a Vec cannot fail.
@@ -189,16 +183,17 @@ fn forwarded_for(headers: &HeaderMap, id: &Identity<'_>) -> Option<HeaderValue> 
             let _ = write!(xff, "{v6}");
         }
     }
-    // The buffer becomes the header's bytes: no second copy.
-    HeaderValue::from_maybe_shared(Bytes::from(xff)).ok()
 }
 
-pub async fn send(
+pub(super) async fn send(
     client: &UpstreamClient,
-    req: Request<Full<Bytes>>,
+    route: &Route,
+    out: &Outgoing,
+    is_head: bool,
     timeout: Duration,
 ) -> Result<Response<Body>, Rejection> {
-    let resp = match tokio::time::timeout(timeout, client.send(req)).await {
+    let sent = client.send_encoded(route.upstream.clone(), out, is_head);
+    let resp = match tokio::time::timeout(timeout, sent).await {
         Err(_) => return Err(Rejection::UpstreamTimeout),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "upstream request failed");

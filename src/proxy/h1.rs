@@ -88,51 +88,98 @@ pub(super) fn encode_request(
     target: &str,
     headers: &HeaderMap,
     authority: &Authority,
-    mut body: Bytes,
+    body: Bytes,
 ) -> Outgoing {
-    let inline = body.len() <= INLINE_BODY;
     let has_host = headers.contains_key(header::HOST);
-    let mut size = method.as_str().len() + target.len() + 64;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut head = RequestHead::new(method, target, fields + authority.as_str().len() + 8, &body);
     if !has_host {
-        size += authority.as_str().len() + 8;
-    }
-    if inline {
-        size += body.len();
-    }
-    for (name, value) in headers {
-        size += name.as_str().len() + value.len() + 4;
-    }
-    let mut head = Vec::with_capacity(size);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    if !has_host {
-        head.extend_from_slice(b"host: ");
-        head.extend_from_slice(authority.as_str().as_bytes());
-        head.extend_from_slice(b"\r\n");
+        head.field(b"host", authority.as_str().as_bytes());
     }
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        head.field(name.as_str().as_bytes(), value.as_bytes());
     }
-    // RFC 9110 §8.6: sent for an empty body too when the method gives the body a meaning.
-    if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-        head.extend_from_slice(b"content-length: ");
-        crate::ascii::push_decimal(&mut head, body.len() as u64);
-        head.extend_from_slice(b"\r\n");
+    head.finish(method, body)
+}
+
+/// A request head written field by field, for callers that hold the fields in some other shape
+/// than a header map (the gateway filters the client's fields and adds its own as it writes).
+/// Framing is the head's: callers never write Content-Length or Transfer-Encoding.
+pub(super) struct RequestHead {
+    head: Vec<u8>,
+}
+
+impl RequestHead {
+    /// `fields` is a guess of the bytes the fields will take, so the buffer is allocated once.
+    pub(super) fn new(method: &Method, target: &str, fields: usize, body: &Bytes) -> Self {
+        let mut size = method.as_str().len() + target.len() + fields + 64;
+        if body.len() <= INLINE_BODY {
+            size += body.len();
+        }
+        let mut head = Vec::with_capacity(size);
+        head.extend_from_slice(method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestHead { head }
     }
-    head.extend_from_slice(b"\r\n");
-    if inline {
-        head.extend_from_slice(&body);
-        body = Bytes::new();
+
+    /// One `name: value` line. The caller vouches that both are valid field bytes (they come
+    /// from a parsed header map, or are checked with [`is_field_value`]).
+    pub(super) fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.head.extend_from_slice(name);
+        self.head.extend_from_slice(b": ");
+        self.head.extend_from_slice(value);
+        self.head.extend_from_slice(b"\r\n");
     }
-    Outgoing { head, body }
+
+    /// Starts a field whose value the caller writes in pieces with [`RequestHead::value`],
+    /// then ends with [`RequestHead::end_field`].
+    pub(super) fn start_field(&mut self, name: &[u8]) {
+        self.head.extend_from_slice(name);
+        self.head.extend_from_slice(b": ");
+    }
+
+    pub(super) fn value(&mut self) -> &mut Vec<u8> {
+        &mut self.head
+    }
+
+    pub(super) fn end_field(&mut self) {
+        self.head.extend_from_slice(b"\r\n");
+    }
+
+    /// The Content-Length, the blank line, and the body behind them when it is small.
+    pub(super) fn finish(mut self, method: &Method, mut body: Bytes) -> Outgoing {
+        // RFC 9110 §8.6: sent for an empty body too when the method gives the body a meaning.
+        if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            self.head.extend_from_slice(b"content-length: ");
+            crate::ascii::push_decimal(&mut self.head, body.len() as u64);
+            self.head.extend_from_slice(b"\r\n");
+        }
+        self.head.extend_from_slice(b"\r\n");
+        if body.len() <= INLINE_BODY {
+            self.head.extend_from_slice(&body);
+            body = Bytes::new();
+        }
+        Outgoing {
+            head: self.head,
+            body,
+        }
+    }
+}
+
+/// Whether `value` may be sent as a field value as is: what `HeaderValue::from_bytes` accepts
+/// (visible bytes, spaces and tabs; no CR, LF, NUL or DEL), so nothing can end the line early.
+pub(super) fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// How an exchange failed.
@@ -527,6 +574,47 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_value_is_accepted_exactly_when_a_header_value_would_be() {
+        // Every byte, alone and inside a value: the gateway's own fields are written with this
+        // check instead of building a `HeaderValue`, and a byte it let through that `http`
+        // refuses (CR, LF, NUL) could split the request.
+        for b in 0..=255u8 {
+            for value in [vec![b], vec![b'a', b, b'z']] {
+                assert_eq!(
+                    is_field_value(&value),
+                    HeaderValue::from_bytes(&value).is_ok(),
+                    "byte {b:#04x}"
+                );
+            }
+        }
+        assert!(!is_field_value(b"alice\r\nx-akgate-key: forged"));
+        assert!(is_field_value("名前".as_bytes()));
+    }
+
+    #[test]
+    fn a_request_head_has_the_request_line_the_fields_and_its_own_framing() {
+        let body = Bytes::from_static(b"a=1");
+        let mut head = RequestHead::new(&Method::POST, "/p?q=1", 0, &body);
+        head.field(b"host", b"api.test");
+        head.start_field(b"x-forwarded-for");
+        head.value().extend_from_slice(b"10.0.0.1, 127.0.0.1");
+        head.end_field();
+        let out = head.finish(&Method::POST, body);
+        assert_eq!(
+            out.head,
+            b"POST /p?q=1 HTTP/1.1\r\nhost: api.test\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\
+              content-length: 3\r\n\r\na=1"
+        );
+        assert!(out.body.is_empty(), "a small body goes behind the head");
+        let out = RequestHead::new(&Method::GET, "/", 0, &Bytes::new())
+            .finish(&Method::GET, Bytes::new());
+        assert_eq!(
+            out.head, b"GET / HTTP/1.1\r\n\r\n",
+            "no length for an empty GET"
+        );
+    }
 
     fn decode_all(wire: &[u8], pieces: usize) -> Result<(Vec<u8>, Decoder, usize), UpstreamError> {
         let mut d = Decoder::Chunked(Chunk::Size);

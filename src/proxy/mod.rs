@@ -11,7 +11,7 @@ pub mod tls;
 pub mod write_timeout;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::hash::{BuildHasher, RandomState};
@@ -103,16 +103,9 @@ impl Gateway {
         let started = Instant::now();
         let snap = self.rules.load();
         let request_id = self.ids.next();
-        let (mut parts, body) = req.into_parts();
-        // Owned (a reference-counted copy of the header's bytes), so the request's header map can
-        // be handed on to the upstream request without copying it.
-        let host_value =
-            request_host(&parts).map(|h| h.and_then(|h| HeaderValue::from_str(h).ok()));
-        let host_str = host_value
-            .as_ref()
-            .ok()
-            .and_then(Option::as_ref)
-            .and_then(|h| h.to_str().ok());
+        let (parts, body) = req.into_parts();
+        let host_value = request_host(&parts);
+        let host_str = host_value.as_ref().ok().copied().flatten();
         let route = snap.route(host_str, parts.uri.path());
         // Decided from the request alone so that even a request refused before its signature is
         // parsed gets an error its SDK can read.
@@ -139,7 +132,7 @@ impl Gateway {
             // Held until the answer's head is ready; a streamed answer body is not counted.
             let _slot = self.gate.enter().await?;
             let host = match &host_value {
-                Ok(_) => host_str,
+                Ok(host) => *host,
                 Err(e) => return Err(e.clone()),
             };
             let limit = snap.settings.max_body_bytes;
@@ -214,10 +207,9 @@ impl Gateway {
                 });
             }
             let identity = forward::Identity { key, request_id: &request_id, source: decision.source, peer: peer.ip() };
-            let headers = std::mem::take(&mut parts.headers);
-            let host = host_value.as_ref().ok().cloned().flatten();
-            let upstream_req = forward::upstream_request(route, &parts.method, &parts.uri, headers, host, body.clone(), &identity)?;
-            forward::send(&self.client, upstream_req, snap.settings.upstream_timeout).await
+            let out = forward::upstream_request(route, &parts.method, &parts.uri, &parts.headers, host, body, &identity);
+            let is_head = parts.method == http::Method::HEAD;
+            forward::send(&self.client, route, &out, is_head, snap.settings.upstream_timeout).await
         }
         .await;
 
@@ -391,7 +383,7 @@ impl RequestIds {
         }
     }
 
-    fn next(&self) -> String {
+    fn next(&self) -> RequestId {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // Two outputs of the same bijective mixer on distinct inputs: distinct ids for 2^63
         // requests.
@@ -408,9 +400,28 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A request id, held inline: it lives as long as its request, and a `String` for it was one
+/// heap allocation per request.
+#[derive(Clone, Copy)]
+struct RequestId([u8; 36]);
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only `uuid_shape` makes one: hex digits and dashes, ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// `XXXXXXXX-XXXX-4XXX-YXXX-XXXXXXXXXXXX` from two random words, written by hand: `format!` with
 /// widths costs more than the rest of the id, once per request.
-fn uuid_shape(hi: u64, lo: u64) -> String {
+fn uuid_shape(hi: u64, lo: u64) -> RequestId {
     fn put(out: &mut [u8], mut v: u64) {
         for b in out.iter_mut().rev() {
             *b = b"0123456789ABCDEF"[(v & 0xf) as usize];
@@ -424,8 +435,7 @@ fn uuid_shape(hi: u64, lo: u64) -> String {
     put(&mut id[15..18], hi & 0xfff);
     put(&mut id[19..23], (lo >> 48) & 0x3fff | 0x8000);
     put(&mut id[24..36], lo & 0xffff_ffff_ffff);
-    // Hex digits and dashes are ASCII.
-    String::from_utf8(id.to_vec()).unwrap_or_default()
+    RequestId(id)
 }
 
 #[cfg(test)]
@@ -447,11 +457,12 @@ mod tests {
                 (lo >> 48) & 0x3fff | 0x8000,
                 lo & 0xffff_ffff_ffff
             );
-            assert_eq!(uuid_shape(hi, lo), want);
+            assert_eq!(&*uuid_shape(hi, lo), want);
         }
-        assert_eq!(uuid_shape(0, 0), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(&*uuid_shape(0, 0), "00000000-0000-4000-8000-000000000000");
         let ids = RequestIds::new();
-        let many: std::collections::HashSet<String> = (0..10_000).map(|_| ids.next()).collect();
+        let many: std::collections::HashSet<String> =
+            (0..10_000).map(|_| ids.next().to_string()).collect();
         assert_eq!(many.len(), 10_000, "request ids repeat");
     }
 }

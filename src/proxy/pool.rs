@@ -217,20 +217,30 @@ impl UpstreamPool {
             &authority,
             body.into_inner().unwrap_or_default(),
         );
-        let is_head = parts.method == Method::HEAD;
+        self.send_encoded(authority, &out, parts.method == Method::HEAD)
+            .await
+    }
 
+    /// Sends a request already written for the wire to `authority` (the gateway writes its
+    /// upstream requests straight from the client's, without building an `http::Request`).
+    pub(super) async fn send_encoded(
+        &self,
+        authority: Authority,
+        out: &h1::Outgoing,
+        is_head: bool,
+    ) -> Result<Response<PooledBody>, PoolError> {
         let (mut conn, reused) = match self.inner.checkout(&authority) {
             Some(conn) => (conn, true),
             None => (self.connect(&authority).await?, false),
         };
-        let head = match h1::exchange(&mut conn, &out, is_head).await {
+        let head = match h1::exchange(&mut conn, out, is_head).await {
             Ok(head) => head,
             // Dead while idle (the upstream restarted or timed it out) in a way the idle check
             // could not see yet. Other idle ones are likely dead too; a new one is not.
             Err(Failure::NotSent(e)) if reused => {
                 tracing::debug!(error = %e, "idle upstream connection was dead; retrying on a new one");
                 conn = self.connect(&authority).await?;
-                match h1::exchange(&mut conn, &out, is_head).await {
+                match h1::exchange(&mut conn, out, is_head).await {
                     Ok(head) => head,
                     Err(Failure::NotSent(e)) => {
                         return Err(PoolError::Request(UpstreamError::Write(e)));
