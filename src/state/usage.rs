@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use super::Use;
+use crate::rules::IdHash;
 use crate::time::UnixSeconds;
 
 /// What is known of one key's use. Never holds a secret.
@@ -41,7 +42,9 @@ struct Entry {
 }
 
 pub struct UsageTable {
-    keys: DashMap<Box<str>, Entry>,
+    /// Hashed like the rules' key table ([`IdHash`]): every request records its key here, and
+    /// only ids that passed verification (or a store we trust) are ever added.
+    keys: DashMap<Box<str>, Entry, IdHash>,
     since: AtomicI64,
     /// Something changed since the persister last looked.
     changed: AtomicBool,
@@ -72,7 +75,7 @@ impl UsageTable {
     /// An empty table; use is known from `since` on.
     pub fn new(since: UnixSeconds) -> Self {
         UsageTable {
-            keys: DashMap::new(),
+            keys: DashMap::with_hasher(IdHash::default()),
             since: AtomicI64::new(since),
             changed: AtomicBool::new(false),
             undrained: AtomicBool::new(false),
