@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 mod support;
@@ -207,26 +208,154 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 const UPSTREAM_BODY: &str = r#"{"RequestId":"00000000-0000-0000-0000-000000000000","Instances":{"Instance":[]},"TotalCount":0,"PageNumber":1,"PageSize":10}"#;
 
+/// The upstream every scenario ends at. HTTP/1.1 spoken by hand (requests parsed with
+/// `httparse`, bodies framed by Content-Length or chunked, one fixed answer each, pipelined
+/// requests answered in one write): it shares its CPUs with the generator, and every cycle it
+/// spends is one the proxies under test cannot be measured with.
 async fn upstream(listen: SocketAddr) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("upstream listening on http://{}", listener.local_addr()?);
+    let answer: Arc<[u8]> = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json;charset=utf-8\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",
+        UPSTREAM_BODY.len()
+    )
+    .into_bytes()
+    .into();
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    // Read the body so the connection stays usable for the next request.
-                    let _ = req.into_body().collect().await;
-                    hyper::Response::builder()
-                        .header("content-type", "application/json;charset=utf-8")
-                        .body(Full::new(Bytes::from_static(UPSTREAM_BODY.as_bytes())))
+        tokio::spawn(serve_upstream(stream, answer.clone()));
+    }
+}
+
+async fn serve_upstream(mut stream: tokio::net::TcpStream, answer: Arc<[u8]>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
+    loop {
+        // Every complete request in the buffer, answered in order.
+        let mut close = false;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            let mut req = httparse::Request::new(&mut headers);
+            let head = match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+            };
+            let framing = match Framing::of(req.headers) {
+                Ok(f) => f,
+                Err(_) => return,
+            };
+            close |= framing.close;
+            let used = match framing.body {
+                Body::Length(len) if buf.len() - head >= len => head + len,
+                Body::Length(_) => break,
+                Body::Chunked => match chunked_end(&buf[head..]) {
+                    Ok(Some(n)) => head + n,
+                    Ok(None) => break,
+                    Err(_) => return,
                 },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+                // A request without framing has no body.
+                Body::UntilClose => head,
+            };
+            buf.drain(..used);
+            out.extend_from_slice(&answer);
+            if close {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+        buf.reserve(16 * 1024);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// How a message's body is delimited, and whether its connection ends after it.
+struct Framing {
+    body: Body,
+    close: bool,
+}
+
+enum Body {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+impl Framing {
+    fn of(headers: &[httparse::Header<'_>]) -> Result<Framing, BoxError> {
+        let mut body = Body::UntilClose;
+        let mut close = false;
+        for h in headers {
+            let value = std::str::from_utf8(h.value).map_err(|_| "field value not UTF-8")?;
+            if h.name.eq_ignore_ascii_case("content-length") {
+                if !matches!(body, Body::Chunked) {
+                    body = Body::Length(value.trim().parse().map_err(|_| "bad content-length")?);
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if value.to_ascii_lowercase().contains("chunked") {
+                    body = Body::Chunked;
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
+            }
+        }
+        Ok(Framing { body, close })
+    }
+}
+
+/// Where a chunked body that starts `wire` ends (trailers included), or `None` while it is not
+/// all there yet.
+fn chunked_end(wire: &[u8]) -> Result<Option<usize>, BoxError> {
+    let line_end = |from: usize| {
+        wire.get(from..)
+            .and_then(|w| w.windows(2).position(|p| p == b"\r\n"))
+            .map(|i| from + i)
+    };
+    let mut at = 0;
+    loop {
+        let Some(eol) = line_end(at) else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&wire[at..eol]).map_err(|_| "bad chunk line")?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16).map_err(|_| "bad chunk size")?;
+        at = eol + 2;
+        if size == 0 {
+            // Trailer lines up to an empty one.
+            loop {
+                let Some(eol) = line_end(at) else {
+                    return Ok(None);
+                };
+                let empty = eol == at;
+                at = eol + 2;
+                if empty {
+                    return Ok(Some(at));
+                }
+            }
+        }
+        if wire.len() < at + size + 2 {
+            return Ok(None);
+        }
+        at += size + 2;
     }
 }
 
@@ -269,8 +398,24 @@ impl Signer {
         support::signed_headers(support::mix(n) % self.keys, &nonce, &self.date.1)
     }
 
-    fn request(&mut self) -> hyper::Request<Full<Bytes>> {
-        to_request(&self.headers(), support::QUERY)
+    /// The next request, as the bytes sent.
+    fn request(&mut self) -> Vec<u8> {
+        let headers = self.headers();
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(support::METHOD.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(support::PATH.as_bytes());
+        out.push(b'?');
+        out.extend_from_slice(support::QUERY.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (n, v) in &headers {
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: 0\r\n\r\n");
+        out
     }
 }
 
@@ -286,6 +431,7 @@ fn to_request(headers: &[(String, String)], query: &str) -> hyper::Request<Full<
         .expect("a request built from valid parts")
 }
 
+/// hyper's client, for the probe: an independent HTTP implementation checks the answers there.
 type Sender = SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Sender, BoxError> {
@@ -298,18 +444,88 @@ async fn connect(addr: SocketAddr) -> Result<Sender, BoxError> {
     Ok(sender)
 }
 
-/// Sends one request and reads the whole answer; the status, or an error.
-async fn send(sender: &mut Sender, req: hyper::Request<Full<Bytes>>) -> Result<u16, BoxError> {
-    sender.ready().await?;
-    let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await?;
-        Ok::<u16, BoxError>(status)
+/// A keep-alive connection for the measured runs, HTTP/1.1 spoken by hand: the request is
+/// written as signed, the answer's head parsed with `httparse` and its body skipped by its
+/// framing. hyper's client (a task and a channel per connection) cost the generator about as much
+/// CPU per request as nginx spends on one, and the generator shares its CPUs with the upstream:
+/// the lighter it is, the more of a proxy's own capacity a `--max` run can show.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+async fn open(addr: SocketAddr) -> Result<Conn, BoxError> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(Conn {
+        stream,
+        buf: Vec::with_capacity(16 * 1024),
+        closed: false,
     })
-    .await
-    .map_err(|_| "request timed out")??;
-    Ok(resp)
+}
+
+impl Conn {
+    /// Sends one request and reads the whole answer; the status, or an error.
+    async fn send(&mut self, req: &[u8]) -> Result<u16, BoxError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(req))
+            .await
+            .map_err(|_| "request timed out")?
+    }
+
+    async fn exchange(&mut self, req: &[u8]) -> Result<u16, BoxError> {
+        let result = self.try_exchange(req).await;
+        if result.is_err() {
+            self.closed = true;
+        }
+        result
+    }
+
+    async fn try_exchange(&mut self, req: &[u8]) -> Result<u16, BoxError> {
+        self.stream.write_all(req).await?;
+        let (status, head, framing) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf)? {
+                httparse::Status::Complete(n) => {
+                    let framing = Framing::of(resp.headers)?;
+                    break (resp.code.unwrap_or(0), n, framing);
+                }
+                httparse::Status::Partial => self.fill().await?,
+            }
+        };
+        self.closed |= framing.close;
+        let end = match framing.body {
+            Body::Length(len) => {
+                while self.buf.len() < head + len {
+                    self.fill().await?;
+                }
+                head + len
+            }
+            Body::Chunked => loop {
+                if let Some(n) = chunked_end(&self.buf[head..])? {
+                    break head + n;
+                }
+                self.fill().await?;
+            },
+            Body::UntilClose => {
+                while self.fill().await.is_ok() {}
+                self.closed = true;
+                self.buf.len()
+            }
+        };
+        self.buf.drain(..end);
+        Ok(status)
+    }
+
+    /// Reads more; the connection's end is an error here.
+    async fn fill(&mut self) -> Result<(), BoxError> {
+        self.buf.reserve(16 * 1024);
+        match self.stream.read_buf(&mut self.buf).await? {
+            0 => Err("the connection was closed".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -409,7 +625,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     // Every connection is opened before the clock starts.
     let mut senders = Vec::with_capacity(args.connections);
     for _ in 0..args.connections.max(1) {
-        senders.push(connect(args.target).await?);
+        senders.push(open(args.target).await?);
     }
 
     let reload = match (&args.reload_dir, args.reload_admin) {
@@ -496,7 +712,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
 /// never sent (all connections stuck); those are counted as errors by the report.
 async fn open_loop(
     args: &RunArgs,
-    senders: Vec<Sender>,
+    senders: Vec<Conn>,
     counter: Arc<AtomicU64>,
     rate: f64,
     warmup: Duration,
@@ -533,13 +749,13 @@ async fn open_loop(
                 let idx = state.claimed.fetch_add(1, Ordering::AcqRel);
                 let scheduled = state.scheduled(idx);
                 let sent = Instant::now();
-                let outcome = send(&mut sender, req).await;
+                let outcome = sender.send(&req).await;
                 let done = Instant::now();
                 if scheduled >= measure_from {
                     stats.record(done - scheduled, done - sent, &outcome, expect);
                 }
-                if (outcome.is_err() || sender.is_closed())
-                    && let Ok(s) = connect(target).await
+                if sender.closed
+                    && let Ok(s) = open(target).await
                 {
                     sender = s;
                 }
@@ -602,7 +818,7 @@ fn pace(state: &OpenLoop, total: u64) -> u64 {
 
 async fn closed_loop(
     args: &RunArgs,
-    senders: Vec<Sender>,
+    senders: Vec<Conn>,
     counter: Arc<AtomicU64>,
     warmup: Duration,
     measured: Duration,
@@ -622,14 +838,14 @@ async fn closed_loop(
                 if sent >= end {
                     break;
                 }
-                let outcome = send(&mut sender, req).await;
+                let outcome = sender.send(&req).await;
                 let done = Instant::now();
                 // Only answers inside the window count towards throughput.
                 if sent >= measure_from && done <= end {
                     stats.record(done - sent, done - sent, &outcome, expect);
                 }
-                if (outcome.is_err() || sender.is_closed())
-                    && let Ok(s) = connect(target).await
+                if sender.closed
+                    && let Ok(s) = open(target).await
                 {
                     sender = s;
                 }
