@@ -119,12 +119,8 @@ pub(super) fn upstream_request(
             || (direct && (*name == header::FORWARDED || *name == X_REAL_IP))
             || (has_connection && connection_listed(headers, name))
     };
-    let fields: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
     // The gateway's fields: names, ids, a request id and an address chain, a few hundred bytes.
-    let mut head = RequestHead::new(method, target, fields + 256, &body);
+    let mut head = RequestHead::new(method, target, headers, 256, body.len());
     // The Host the client signed is the one the upstream sees: the gateway is transparent. (Its
     // value came through a header value or the request's authority: valid field bytes.)
     head.field(b"host", host.unwrap_or(route.upstream.as_str()).as_bytes());
@@ -149,7 +145,7 @@ pub(super) fn upstream_request(
     head.start_field(X_FORWARDED_FOR.as_str().as_bytes());
     forwarded_for(head.value(), headers, id);
     head.end_field();
-    head.finish(method, body)
+    head.finish(body)
 }
 
 /// Writes the X-Forwarded-For the upstream gets: the peer, after the chain that reached us only

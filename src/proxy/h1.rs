@@ -91,11 +91,13 @@ pub(super) fn encode_request(
     body: Bytes,
 ) -> Outgoing {
     let has_host = headers.contains_key(header::HOST);
-    let fields: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    let mut head = RequestHead::new(method, target, fields + authority.as_str().len() + 8, &body);
+    let mut head = RequestHead::new(
+        method,
+        target,
+        headers,
+        authority.as_str().len() + 8,
+        body.len(),
+    );
     if !has_host {
         head.field(b"host", authority.as_str().as_bytes());
     }
@@ -105,7 +107,7 @@ pub(super) fn encode_request(
         }
         head.field(name.as_str().as_bytes(), value.as_bytes());
     }
-    head.finish(method, body)
+    head.finish(body)
 }
 
 /// A request head written field by field, for callers that hold the fields in some other shape
@@ -113,21 +115,38 @@ pub(super) fn encode_request(
 /// Framing is the head's: callers never write Content-Length or Transfer-Encoding.
 pub(super) struct RequestHead {
     head: Vec<u8>,
+    /// RFC 9110 §8.6: a Content-Length goes out for an empty body too when the method gives the
+    /// body a meaning.
+    length_always: bool,
 }
 
 impl RequestHead {
-    /// `fields` is a guess of the bytes the fields will take, so the buffer is allocated once.
-    pub(super) fn new(method: &Method, target: &str, fields: usize, body: &Bytes) -> Self {
-        let mut size = method.as_str().len() + target.len() + fields + 64;
-        if body.len() <= INLINE_BODY {
-            size += body.len();
+    /// The buffer is sized once for the request line, `fields`' lines, `extra` bytes of other
+    /// fields and a small body.
+    pub(super) fn new(
+        method: &Method,
+        target: &str,
+        fields: &HeaderMap,
+        extra: usize,
+        body_len: usize,
+    ) -> Self {
+        let lines: usize = fields
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let mut size = method.as_str().len() + target.len() + lines + extra + 64;
+        if body_len <= INLINE_BODY {
+            size += body_len;
         }
         let mut head = Vec::with_capacity(size);
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        RequestHead { head }
+        RequestHead {
+            head,
+            length_always: matches!(*method, Method::POST | Method::PUT | Method::PATCH),
+        }
     }
 
     /// One `name: value` line. The caller vouches that both are valid field bytes (they come
@@ -155,9 +174,8 @@ impl RequestHead {
     }
 
     /// The Content-Length, the blank line, and the body behind them when it is small.
-    pub(super) fn finish(mut self, method: &Method, mut body: Bytes) -> Outgoing {
-        // RFC 9110 §8.6: sent for an empty body too when the method gives the body a meaning.
-        if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+    pub(super) fn finish(mut self, mut body: Bytes) -> Outgoing {
+        if !body.is_empty() || self.length_always {
             self.head.extend_from_slice(b"content-length: ");
             crate::ascii::push_decimal(&mut self.head, body.len() as u64);
             self.head.extend_from_slice(b"\r\n");
@@ -596,20 +614,19 @@ mod tests {
     #[test]
     fn a_request_head_has_the_request_line_the_fields_and_its_own_framing() {
         let body = Bytes::from_static(b"a=1");
-        let mut head = RequestHead::new(&Method::POST, "/p?q=1", 0, &body);
+        let mut head = RequestHead::new(&Method::POST, "/p?q=1", &HeaderMap::new(), 0, body.len());
         head.field(b"host", b"api.test");
         head.start_field(b"x-forwarded-for");
         head.value().extend_from_slice(b"10.0.0.1, 127.0.0.1");
         head.end_field();
-        let out = head.finish(&Method::POST, body);
+        let out = head.finish(body);
         assert_eq!(
             out.head,
             b"POST /p?q=1 HTTP/1.1\r\nhost: api.test\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\
               content-length: 3\r\n\r\na=1"
         );
         assert!(out.body.is_empty(), "a small body goes behind the head");
-        let out = RequestHead::new(&Method::GET, "/", 0, &Bytes::new())
-            .finish(&Method::GET, Bytes::new());
+        let out = RequestHead::new(&Method::GET, "/", &HeaderMap::new(), 0, 0).finish(Bytes::new());
         assert_eq!(
             out.head, b"GET / HTTP/1.1\r\n\r\n",
             "no length for an empty GET"
