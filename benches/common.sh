@@ -30,6 +30,26 @@ wait_port() { # port what
     die "nothing listens on 127.0.0.1:$1 after 120 s ($2); see $RUN/"
 }
 
+# Seconds from $2 (a `date +%s.%N` taken just before the process was started) until 127.0.0.1:$1
+# accepts a connection, to the millisecond: one process polling every 2 ms. (`wait_port` forks a
+# shell and a `sleep` per 100 ms try, which added 0.1-0.3 s to a start-up time.) On the load
+# CPUs (`ON_LOAD`) when the caller pins, so the poller does not take CPU from what it times.
+time_port() { # port t0 what
+    ${ON_LOAD[@]+"${ON_LOAD[@]}"} python3 - "$@" <<'PY' || die "nothing listens on 127.0.0.1:$1 after 120 s ($3); see $RUN/"
+import socket, sys, time
+port, t0 = int(sys.argv[1]), float(sys.argv[2])
+deadline = time.time() + 120
+while time.time() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        print(f"{time.time() - t0:.3f}")
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.002)
+sys.exit(1)
+PY
+}
+
 # Installs Debian packages (needs root), with their services kept from starting: a packaged
 # nginx or redis would take ports and CPU the benchmark measures.
 apt_install() { # [apt-get options] package...

@@ -196,9 +196,8 @@ start_akgate() { # name port admin audit-log
         --audit-log "$4" --shutdown-grace 1s >"$RUN/$1.out" 2>"$RUN/$1.err" &
     pid=$!
     PIDS+=("$pid")
-    wait_port "$2" "$1"
     local secs
-    secs=$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t0")
+    secs=$(time_port "$2" "$t0" "$1")
     local rss
     rss=$(awk '/VmRSS/ { print $2 / 1024 }' "/proc/$pid/status")
     printf '{"kind":"startup","name":"%s","keys":%s,"cidrs":%s,"start_s":%s,"rss_mb":%s}\n' \

@@ -253,6 +253,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     // Before the "listening" line: see ShutdownSignals.
     let mut signals = ShutdownSignals::install();
+    // Start-up time is mostly the rule load: logged so operators see what a big rule set costs.
+    let starting = std::time::Instant::now();
     let running = match start(cfg).await {
         Ok(r) => r,
         Err(e) => {
@@ -266,6 +268,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         running.proxy_addr, running.admin_addr
     );
     let _ = std::io::stdout().flush();
+    tracing::info!(
+        start_ms = starting.elapsed().as_millis() as u64,
+        "ready: rules loaded, listeners bound"
+    );
     signals.recv().await;
     tracing::info!(
         delay = ?args.limits.shutdown_delay,
