@@ -619,7 +619,7 @@ pub fn verify(
                 alg,
                 &canonical_sha256(req, signed, values, &payload, transcript),
             );
-            let mut mac = secret.hmac_sha256.clone();
+            let mut mac = secret.hmac_sha256();
             mac.update(sts.as_bytes());
             verify_tag(mac, cred.signature_hex, &sts)
         }
@@ -628,7 +628,7 @@ pub fn verify(
                 alg,
                 &canonical_sm3(req, signed, values, &payload, transcript),
             );
-            let mut mac = secret.hmac_sm3.clone();
+            let mut mac = secret.hmac_sm3();
             mac.update(sts.as_bytes());
             verify_tag(mac, cred.signature_hex, &sts)
         }
@@ -702,7 +702,7 @@ pub fn sign(
         ALGORITHM,
         &canonical_sha256(&view, &names, &values, &payload, None),
     );
-    let mut mac = Secret::new(secret).hmac_sha256;
+    let mut mac = Secret::new(secret).hmac_sha256();
     mac.update(sts.as_bytes());
     let mut sig = [0u8; 64];
     hex_lower_into(&mac.finalize().into_bytes(), &mut sig);

@@ -160,7 +160,7 @@ pub fn verify(
     let decoded_path = percent_decode(encoded_path, false);
     let has_empty = query.iter().any(|(_, v)| v.is_empty());
 
-    let mut prefix = MacSink(secret.hmac_sha1.clone());
+    let mut prefix = MacSink(secret.hmac_sha1());
     write_prefix(req, &mut prefix);
     let paths: &[&[u8]] = if decoded_path.as_ref() == encoded_path {
         &[encoded_path]
@@ -237,7 +237,7 @@ pub fn sign(
         .map(|(k, v)| (percent_decode(k, true), percent_decode(v, true)))
         .collect();
     pairs.sort_unstable();
-    let mut mac = MacSink(crate::rules::Secret::new(secret).hmac_sha1);
+    let mut mac = MacSink(crate::rules::Secret::new(secret).hmac_sha1());
     write_prefix(&req, &mut mac);
     write_resource(
         if path.is_empty() {

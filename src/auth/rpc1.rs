@@ -186,7 +186,7 @@ pub fn verify(
     if let Some(t) = transcript {
         write_string_to_sign(req.method, &cred.params, t);
     }
-    let mut mac = MacSink(secret.hmac_sha1_amp.clone());
+    let mut mac = MacSink(secret.hmac_sha1_amp());
     // The string to sign is written a byte run at a time (every escape is its own piece).
     let mut buffered = Buffered::new(&mut mac);
     write_string_to_sign(req.method, &cred.params, &mut buffered);
@@ -210,7 +210,7 @@ pub fn sign(method: &str, params: &[(&str, &str)], secret: &str) -> String {
         .map(|(k, v)| (Cow::Borrowed(k.as_bytes()), Cow::Borrowed(v.as_bytes())))
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut mac = MacSink(crate::rules::Secret::new(secret.as_bytes()).hmac_sha1_amp);
+    let mut mac = MacSink(crate::rules::Secret::new(secret.as_bytes()).hmac_sha1_amp());
     write_string_to_sign(method, &sorted, &mut mac);
     base64::engine::general_purpose::STANDARD.encode(mac.0.finalize().into_bytes())
 }

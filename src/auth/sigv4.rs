@@ -108,7 +108,7 @@ pub fn derive_signing_mac(
     region: &str,
     service: &str,
 ) -> Hmac<Sha256> {
-    let mut mac = secret.aws4.clone();
+    let mut mac = secret.aws4();
     for part in [date, region, service, "aws4_request"] {
         mac.update(part.as_bytes());
         // Each intermediate key is keyed from in place: the `CtOutput` holding it is wiped when

@@ -917,7 +917,7 @@ upstream = "http://127.0.0.1:9000"
     fn key_facts(k: &crate::rules::AccessKey) -> String {
         let mac = match &k.material {
             crate::rules::KeyMaterial::Secret(s) => {
-                let mut m = s.hmac_sha256.clone();
+                let mut m = s.hmac_sha256();
                 m.update(b"probe");
                 crate::auth::encoding::hex_lower(&m.finalize().into_bytes())
             }
