@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod forward;
+mod front;
 mod h1;
 pub mod limits;
 pub mod pool;
@@ -31,6 +32,25 @@ use crate::time::Clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A request body [`Gateway::handle`] reads: hyper's, or one the lean HTTP/1.1 path already
+/// holds in memory.
+pub trait RequestBody: hyper::body::Body<Data = Bytes> + Send + Unpin {
+    /// Nothing left to wait for: reading it needs no timer.
+    fn complete(&self) -> bool;
+}
+
+impl RequestBody for Incoming {
+    fn complete(&self) -> bool {
+        hyper::body::Body::is_end_stream(self)
+    }
+}
+
+impl RequestBody for http_body_util::Full<Bytes> {
+    fn complete(&self) -> bool {
+        true
+    }
+}
 
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
@@ -99,7 +119,11 @@ impl Gateway {
         self
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let snap = self.rules.load();
         let request_id = self.ids.next();
@@ -146,9 +170,9 @@ impl Gateway {
                 return Err(Rejection::BodyTooLarge);
             }
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            // A request whose head said there is no body (most SDK calls) has nothing to wait
-            // for: no timer is armed for it.
-            let complete = hyper::body::Body::is_end_stream(&body);
+            // A request whose head said there is no body (most SDK calls), or whose body is
+            // already in memory, has nothing to wait for: no timer is armed for it.
+            let complete = body.complete();
             let read = read_body(body, limit, announced, &self.budget);
             let (body, _body_memory) = if complete {
                 read.await?
@@ -293,8 +317,8 @@ impl Gateway {
 
 /// Reads the whole body, at most `limit` bytes, charging the shared body budget as it arrives.
 /// The permit returned keeps the charge until the request is done with the bytes.
-async fn read_body(
-    mut body: Incoming,
+async fn read_body<B: RequestBody>(
+    mut body: B,
     limit: usize,
     announced: Option<u64>,
     budget: &limits::BodyBudget,

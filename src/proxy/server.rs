@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::limits::{Admission, ConnTracker, Limits};
 use super::write_timeout::WriteTimeout;
-use super::{Gateway, tls};
+use super::{Gateway, front, tls};
 use crate::policy::NonceCache;
 use crate::rules::{LoadError, LoadOptions, RulesStore, store};
 use crate::state::fleet::FleetConfig;
@@ -225,6 +225,21 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        if !refusing && acceptor.is_none() {
+            let front = front::Front {
+                gateway,
+                builder,
+                header_read_timeout: limits.header_read_timeout,
+                stop: stop.clone(),
+            };
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Err(e) = front::serve(stream, peer, front, watcher).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let _guard = guard;
             let svc = service_fn(move |req| {
