@@ -98,6 +98,7 @@ SCALING_BIN="$(bench_exe scaling)"
 [ -x "$LOADGEN" ] && [ -x "$SCALING_BIN" ] || die "cannot find the loadgen/scaling executables"
 
 mkdir -p "$OUT" "$RUN"
+: >"$OUT/steal.txt"
 rm -rf "$RUN"/*
 for name in "${SCENARIOS[@]}"; do
     listening "${PORT[$name]}" && die "127.0.0.1:${PORT[$name]} is taken; set PORT_BASE"
@@ -242,12 +243,27 @@ record_rss() { # phase
 }
 
 # ---------------------------------------------------------------------------------------------
+# Time the hypervisor gave to other guests (the "steal" column of /proc/stat), in ticks, and all
+# ticks. On a shared VM this, not the proxy, is often what moves p99 and max throughput from one
+# run to the next, and the 2 s samples of `cpu_busy` miss it when it comes and goes.
+steal_ticks() {
+    awk 'NR == 1 { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat
+}
 run() { # name kind round args...
-    local name=$1 kind=$2 round=$3
+    local name=$1 kind=$2 round=$3 s0 t0 s1 t1
     shift 3
+    read -r s0 t0 < <(steal_ticks)
     "${ON_LOAD[@]}" "$LOADGEN" run --name "$name" --kind "$kind" --round "$round" \
         --target "127.0.0.1:${PORT[$name]}" --keys "$KEYS" --threads "$LOAD_THREADS" \
         --warmup "$WARMUP" --out "$RESULTS" "$@" >/dev/null
+    read -r s1 t1 < <(steal_ticks)
+    echo "$kind $round $name $(((s1 - s0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))" >>"$OUT/steal.txt"
+}
+steal_summary() { # label kind [round]
+    awk -v kind="$2" -v round="${3:-}" -v label="$1" '
+        $1 == kind && (round == "" || $2 == round) { n++; sum += $4; if ($4 >= max) { max = $4; who = $3 } }
+        END { if (n) printf "hypervisor steal during %s: mean %.0f %%, max %d %% (%s)\n", label, sum / n, max, who }' \
+        "$OUT/steal.txt" | tee -a "$OUT/machine.txt" >&2
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -261,6 +277,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for name in "${order[@]}"; do
         run "$name" max "$round" --max --duration "$DURATION" --connections "$MAX_CONNECTIONS"
     done
+    steal_summary "round $round at $RATE req/s" fixed "$round"
+    steal_summary "round $round at max" max "$round"
 done
 
 record_rss after-rounds
@@ -283,6 +301,7 @@ sys.exit(0 if v["achieved_rps"] < 0.95 * v["rate"] or v["p99_us"] > 200000 or ba
     done
 done
 
+steal_summary "the sweep" sweep
 record_rss after-sweep
 
 step "reloads under load: $KEYS keys, rules rewritten and reloaded ${RELOAD_HZ}×/s, $RATE req/s"
@@ -298,6 +317,8 @@ for round in $(seq 1 "$ROUNDS"); do
     "${ON_LOAD[@]}" "$LOADGEN" settle --admin "127.0.0.1:$ADMIN_PORT"
 done
 rm -f "$RULES/zz-bench-reload.toml"
+steal_summary "the runs without reloads" reload-baseline
+steal_summary "the runs with reloads" reload
 record_rss after-reloads
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
 cpu_busy "at the end"
