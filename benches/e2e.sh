@@ -98,7 +98,6 @@ SCALING_BIN="$(bench_exe scaling)"
 [ -x "$LOADGEN" ] && [ -x "$SCALING_BIN" ] || die "cannot find the loadgen/scaling executables"
 
 mkdir -p "$OUT" "$RUN"
-: >"$OUT/steal.txt"
 rm -rf "$RUN"/*
 for name in "${SCENARIOS[@]}"; do
     listening "${PORT[$name]}" && die "127.0.0.1:${PORT[$name]} is taken; set PORT_BASE"
@@ -243,27 +242,33 @@ record_rss() { # phase
 }
 
 # ---------------------------------------------------------------------------------------------
-# Time the hypervisor gave to other guests (the "steal" column of /proc/stat), in ticks, and all
-# ticks. On a shared VM this, not the proxy, is often what moves p99 and max throughput from one
-# run to the next, and the 2 s samples of `cpu_busy` miss it when it comes and goes.
-steal_ticks() {
-    awk 'NR == 1 { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat
-}
 run() { # name kind round args...
-    local name=$1 kind=$2 round=$3 s0 t0 s1 t1
+    local name=$1 kind=$2 round=$3
     shift 3
-    read -r s0 t0 < <(steal_ticks)
     "${ON_LOAD[@]}" "$LOADGEN" run --name "$name" --kind "$kind" --round "$round" \
         --target "127.0.0.1:${PORT[$name]}" --keys "$KEYS" --threads "$LOAD_THREADS" \
         --warmup "$WARMUP" --out "$RESULTS" "$@" >/dev/null
-    read -r s1 t1 < <(steal_ticks)
-    echo "$kind $round $name $(((s1 - s0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))" >>"$OUT/steal.txt"
 }
+# Each result carries the hypervisor's steal during its run (the time it gave other guests): on
+# a shared VM that, not the proxy, is often what moves p99 and max throughput from one run to
+# the next, and the 2 s samples of `cpu_busy` miss neighbours that come and go.
 steal_summary() { # label kind [round]
-    awk -v kind="$2" -v round="${3:-}" -v label="$1" '
-        $1 == kind && (round == "" || $2 == round) { n++; sum += $4; if ($4 >= max) { max = $4; who = $3 } }
-        END { if (n) printf "hypervisor steal during %s: mean %.0f %%, max %d %% (%s)\n", label, sum / n, max, who }' \
-        "$OUT/steal.txt" | tee -a "$OUT/machine.txt" >&2
+    python3 - "$RESULTS" "$1" "$2" "${3:-}" <<'PY' | tee -a "$OUT/machine.txt" >&2
+import json, sys
+results, label, kind, rnd = sys.argv[1:]
+runs = []
+for line in open(results):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        continue
+    if v.get("kind") == kind and v.get("steal_pct") is not None and (not rnd or str(v.get("round")) == rnd):
+        runs.append(v)
+if runs:
+    worst = max(runs, key=lambda v: v["steal_pct"])
+    mean = sum(v["steal_pct"] for v in runs) / len(runs)
+    print(f"hypervisor steal during {label}: mean {mean:.0f} %, worst {worst['steal_pct']:.0f} % ({worst['name']})")
+PY
 }
 
 for round in $(seq 1 "$ROUNDS"); do
