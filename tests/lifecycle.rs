@@ -199,11 +199,16 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     );
     assert_eq!(up.finished.load(Ordering::SeqCst), 0);
 
-    // Every in-flight request completes with the upstream's answer.
+    // Every in-flight request completes with the upstream's answer, which tells the client
+    // that the connection ends with it.
     for h in h1 {
         let r = h.await.unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(&r.body[..], b"{\"slow\":\"done\"}");
+        assert_eq!(
+            r.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
     }
     let r = h2.await.unwrap();
     assert_eq!(r[0].status, 200);

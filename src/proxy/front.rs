@@ -348,7 +348,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut framing: Option<Framing> = None;
-        let mut close = draining;
+        let mut close = false;
         let mut wrote_date = false;
         let mut wrote_connection = false;
         let mut last: Option<&HeaderName> = None;
