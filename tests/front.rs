@@ -500,3 +500,54 @@ async fn a_head_in_pieces_is_served_and_its_time_counts_from_the_wait_for_it() {
     assert!(cut_after < Duration::from_millis(3000), "{cut_after:?}");
     assert_eq!(w.log.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_body_arriving_after_its_head_is_read_from_the_connection() {
+    let w = world().await;
+    let body = b"InstanceName=web&Tag=late";
+    let bytes = wire(&post(&w.host, "/late", body), "", None);
+    let body_at = bytes.len() - body.len();
+    let mut s = TcpStream::connect(w.gw.proxy).await.unwrap();
+    s.write_all(&bytes[..body_at + 4]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The rest of the body and the next request in one write: the body ends where its length
+    // says, and what follows is the next request.
+    let mut rest = bytes[body_at + 4..].to_vec();
+    rest.extend_from_slice(&wire(&post(&w.host, "/next", b"xyz"), "", None));
+    s.write_all(&rest).await.unwrap();
+    let (answers, closed) = read_answers(&mut s, &[false, false], false).await;
+    assert_eq!(answers[0].status, 200, "{answers:?}");
+    assert_eq!(
+        answers[0].body,
+        format!("POST /late {}", body.len()).as_bytes()
+    );
+    assert_eq!(answers[1].body, b"POST /next 3");
+    assert!(!closed, "a keep-alive connection was closed");
+    let log = w.log.lock().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].2, body, "the body, forwarded byte-exact");
+    assert_eq!(log[1].2, b"xyz");
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_ends_the_connection() {
+    let w = world().await;
+    // The unread part of the refused request's body is a whole signed request: it must never be
+    // taken for the next one.
+    let hidden = wire(&post(&w.host, "/hidden", b""), "", None);
+    let bytes = wire(
+        &post(&w.host, "/refused", &hidden),
+        "host: elsewhere.example\r\n",
+        None,
+    );
+    let body_at = bytes.len() - hidden.len();
+    let mut s = TcpStream::connect(w.gw.proxy).await.unwrap();
+    s.write_all(&bytes[..body_at + 3]).await.unwrap();
+    let (answers, closed) = read_answers(&mut s, &[false], true).await;
+    assert_eq!(answers[0].status, 400, "{answers:?}");
+    assert_eq!(answers[0].get("connection"), Some("close"));
+    assert!(closed, "the connection stayed open with the body unread");
+    let _ = s.write_all(&bytes[body_at + 3..]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(w.log.lock().unwrap().is_empty(), "something was forwarded");
+}

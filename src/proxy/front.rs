@@ -1,13 +1,14 @@
 //! A lean HTTP/1.1 path for plain requests, with hyper kept for everything else.
 //!
-//! Most requests a gateway sees are plain: `Content-Length` framing, the body in the same read
-//! as the end of the head. For those, hyper's general machinery (header-read timer per request,
-//! dispatcher, encoder, `auto`'s preface sniffing) cost about as much CPU as the rest of the
-//! gateway. This loop parses such requests itself, waiting for a head that comes in pieces under
-//! the same deadline hyper's header-read timer would set; the first time it sees anything else
-//! (a body longer than what has arrived, chunked or `Expect`, an upgrade, HTTP/1.0, h2's preface,
-//! a parse error, a head longer than hyper's buffer) it gives the connection, with every byte read
-//! and not consumed, to hyper for the rest of its life.
+//! Most requests a gateway sees are plain: `Content-Length` framing, keep-alive, HTTP/1.1. For
+//! those, hyper's general machinery (header-read timer per request, dispatcher, encoder, `auto`'s
+//! preface sniffing) cost about as much CPU as the rest of the gateway. This loop parses such
+//! requests itself: a head that comes in pieces waits under the same deadline hyper's header-read
+//! timer would set, and a body that has not all arrived is read from the connection as the
+//! gateway asks for it, under the gateway's body-read timeout. The first time it sees anything
+//! else (chunked or `Expect`, an upgrade, HTTP/1.0, h2's preface, a parse error, a request longer
+//! than hyper's buffer) it gives the connection, with every byte read and not consumed, to hyper
+//! for the rest of its life.
 //! hyper then sees exactly the bytes it would have seen, so the two cannot disagree on where a
 //! request ends: this path only ever accepts a subset of what hyper accepts, framed the same way.
 
@@ -75,6 +76,7 @@ where
         pending: Bytes::new(),
         out: Vec::new(),
         names: Names::default(),
+        body_left: 0,
     };
     // hyper's header-read timer runs from when it starts waiting for a request's head, idle time
     // included, to the head's end; this deadline is that timer, so a slow head cannot get it twice.
@@ -96,8 +98,8 @@ where
                 },
             }
         }
-        let (req, consumed) = match parse(&conn.pending, &mut conn.names) {
-            Parsed::Plain(req, consumed) => (req, consumed),
+        let (req, consumed, rest) = match parse(&conn.pending, &mut conn.names) {
+            Parsed::Plain(req, consumed, rest) => (req, consumed, rest),
             // A head still coming in: wait for the rest under the same deadline. As hyper does
             // when its timer fires, the connection closes without an answer.
             Parsed::Partial if conn.pending.len() <= MAX_REQUEST => {
@@ -114,9 +116,22 @@ where
             Parsed::Partial | Parsed::HandOff => break,
         };
         conn.pending.advance(consumed);
+        conn.body_left = rest;
         let is_head = req.method() == Method::HEAD;
-        let resp = gateway.handle(req, peer).await;
-        let draining = *stop.borrow();
+        let resp = if rest == 0 {
+            gateway.handle(req.map(Full::new), peer).await
+        } else {
+            let req = req.map(|first| Streamed {
+                first: Some(first),
+                conn: &mut conn,
+            });
+            gateway.handle(req, peer).await
+        };
+        // An answer given without reading the whole body (a refusal, a timeout) leaves the rest
+        // of it on the wire, where it must not be taken for the next request: the connection ends
+        // after this answer.
+        let unread = conn.body_left > 0;
+        let draining = *stop.borrow() || unread;
         match conn.answer(resp, is_head, draining).await? {
             Next::KeepAlive => {}
             Next::Close => return conn.close().await,
@@ -141,8 +156,9 @@ where
 // per request to save a move.
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    /// A plain request and how many bytes (head and body) it took.
-    Plain(Request<Full<Bytes>>, usize),
+    /// A plain request with the part of its body that has arrived, how many bytes (head and
+    /// body) it took, and how many of its body's bytes are still to come.
+    Plain(Request<Bytes>, usize, u64),
     /// The head is not complete yet.
     Partial,
     HandOff,
@@ -210,14 +226,16 @@ fn parse(data: &Bytes, names: &mut Names) -> Parsed {
     let Some(end) = head_len.checked_add(body_len) else {
         return Parsed::HandOff;
     };
-    if end > data.len() || end > MAX_REQUEST {
+    if end > MAX_REQUEST {
         return Parsed::HandOff;
     }
-    let mut request = Request::new(Full::new(data.slice(head_len..end)));
+    let arrived = end.min(data.len());
+    let mut request = Request::new(data.slice(head_len..arrived));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    Parsed::Plain(request, end)
+    // `end - arrived` fits: both are at most `MAX_REQUEST`.
+    Parsed::Plain(request, arrived, (end - arrived) as u64)
 }
 
 /// The header names a connection's requests used, spelled as they came. A client sends the same
@@ -271,6 +289,72 @@ struct Conn<IO> {
     /// The answer being written.
     out: Vec<u8>,
     names: Names,
+    /// Bytes of the current request's body not read from the socket yet.
+    body_left: u64,
+}
+
+/// The body of a request whose head and first bytes were parsed before the rest arrived: what
+/// arrived, then the rest read from the connection as the gateway asks for it (under its
+/// body-read timeout, as with hyper). Bytes after the body's end stay in `pending` for the next
+/// request.
+struct Streamed<'c, IO> {
+    first: Option<Bytes>,
+    conn: &'c mut Conn<IO>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> hyper::body::Body for Streamed<'_, IO> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take().filter(|b| !b.is_empty()) {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        let conn = &mut *this.conn;
+        if conn.body_left == 0 {
+            return Poll::Ready(None);
+        }
+        conn.buf.reserve(READ_CHUNK);
+        let polled = {
+            let read = std::pin::pin!(conn.io.read_buf(&mut conn.buf));
+            read.poll(cx)
+        };
+        let n = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Poll::Ready(Some(Err("the connection ended inside the body".into())));
+        }
+        let mut data = conn.buf.split().freeze();
+        if let Ok(left) = usize::try_from(conn.body_left)
+            && data.len() > left
+        {
+            conn.pending = data.split_off(left);
+        }
+        conn.body_left -= data.len() as u64;
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.as_ref().is_none_or(Bytes::is_empty) && self.conn.body_left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let first = self.first.as_ref().map_or(0, Bytes::len) as u64;
+        hyper::body::SizeHint::with_exact(first + self.conn.body_left)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send> super::RequestBody for Streamed<'_, IO> {
+    fn complete(&self) -> bool {
+        false
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
@@ -671,11 +755,21 @@ mod tests {
         assert!(plain(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(plain(b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"));
         assert!(plain(b"GET / HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n"));
+        // The body's last byte is still to come: read from the connection when asked for.
+        match parse(
+            &Bytes::from_static(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"),
+            &mut Names::default(),
+        ) {
+            Parsed::Plain(req, consumed, rest) => {
+                assert_eq!((req.body().as_ref(), consumed, rest), (&b"ab"[..], 40, 1));
+            }
+            _ => panic!("not plain"),
+        }
         for raw in [
             &b"GET / HTTP/1.0\r\n\r\n"[..],
             b"GET http://a/ HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nContent-Length: 65536\r\n\r\nab",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na",
             b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\na",
