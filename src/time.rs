@@ -267,6 +267,16 @@ mod tests {
         }
         assert_eq!(parse_http_date("Sun, 22 Nov 2026 14:48:00 GMT"), Some(t));
         assert_eq!(format_http_date(t), "Sun, 22 Nov 2026 14:48:00 GMT");
+        // hyper's `date` field for the same instants (the lean HTTP/1.1 path writes this one).
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            format_http_date(1_795_000_000),
+            "Wed, 18 Nov 2026 11:06:40 GMT"
+        );
         assert_eq!(
             parse_http_date("Mon, 22 Nov 2026 14:48:00 GMT"),
             None,

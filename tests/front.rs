@@ -234,6 +234,13 @@ fn parse_answer(buf: &[u8], head_only: bool) -> Option<(Answer, usize)> {
 /// Reads answers (`heads[i]`: the i-th is an answer to HEAD) until all arrived or the server
 /// closed; then whether it closed right after (waits a little for the close, a bound on a hung
 /// test only when `expect_close`).
+fn bodies_of(answers: &[Answer]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|a| String::from_utf8_lossy(&a.body).into_owned())
+        .collect()
+}
+
 async fn read_answers(
     s: &mut TcpStream,
     heads: &[bool],
@@ -286,10 +293,7 @@ async fn pipelined_plain_requests_are_answered_in_order() {
     let mut s = TcpStream::connect(w.gw.proxy).await.unwrap();
     s.write_all(&bytes).await.unwrap();
     let (answers, closed) = read_answers(&mut s, &[false; 3], false).await;
-    let bodies: Vec<String> = answers
-        .iter()
-        .map(|a| String::from_utf8_lossy(&a.body).into_owned())
-        .collect();
+    let bodies = bodies_of(&answers);
     assert_eq!(
         bodies,
         ["POST /a 3", "POST /b 0", "POST /c 7"],
@@ -321,10 +325,7 @@ async fn a_chunked_request_hands_the_connection_to_hyper_mid_way() {
     let mut s = TcpStream::connect(w.gw.proxy).await.unwrap();
     s.write_all(&bytes).await.unwrap();
     let (answers, closed) = read_answers(&mut s, &[false; 3], false).await;
-    let bodies: Vec<String> = answers
-        .iter()
-        .map(|a| String::from_utf8_lossy(&a.body).into_owned())
-        .collect();
+    let bodies = bodies_of(&answers);
     assert_eq!(
         bodies,
         ["POST /first 3", "POST /second 27", "POST /third 4"],

@@ -131,8 +131,8 @@ where
         // of it on the wire, where it must not be taken for the next request: the connection ends
         // after this answer.
         let unread = conn.body_left > 0;
-        let draining = *stop.borrow() || unread;
-        match conn.answer(resp, is_head, draining).await? {
+        let close_after = *stop.borrow() || unread;
+        match conn.answer(resp, is_head, close_after).await? {
             Next::KeepAlive => {}
             Next::Close => return conn.close().await,
         }
@@ -408,12 +408,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         Ok(())
     }
 
-    /// Writes the answer as hyper's HTTP/1.1 server would.
+    /// Writes the answer as hyper's HTTP/1.1 server would; `close_after` ends the connection after it.
     async fn answer(
         &mut self,
         resp: Response<Body>,
         is_head: bool,
-        draining: bool,
+        close_after: bool,
     ) -> io::Result<Next> {
         let (parts, mut body) = resp.into_parts();
         let status = parts.status;
@@ -482,8 +482,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if draining && !close {
-            // hyper adds it when keep-alive was turned off by a graceful shutdown.
+        if close_after && !close {
+            // The connection ends after this answer (draining, or a body left unread): say so,
+            // as hyper does when a graceful shutdown turned keep-alive off.
             if wrote_connection {
                 out.truncate(out.len() - 2);
                 out.extend_from_slice(b", close\r\n");
@@ -511,7 +512,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                         Framing::Length(0)
                     } else {
                         out.extend_from_slice(b"content-length: ");
-                        out.extend_from_slice(n.to_string().as_bytes());
+                        crate::ascii::push_decimal(out, n);
                         out.extend_from_slice(b"\r\n");
                         Framing::Length(n)
                     }
@@ -570,8 +571,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     self.out.extend_from_slice(&data);
                 }
                 Framing::Chunked => {
-                    self.out
-                        .extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+                    crate::ascii::push_hex(&mut self.out, data.len() as u64);
+                    self.out.extend_from_slice(b"\r\n");
                     self.out.extend_from_slice(&data);
                     self.out.extend_from_slice(b"\r\n");
                 }
@@ -605,10 +606,10 @@ fn no_content(status: StatusCode) -> bool {
 
 thread_local! {
     /// The `date` value, formatted once per second per thread.
-    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), as hyper writes it.
+/// The `date` field's value as hyper writes it (IMF-fixdate).
 fn http_date(out: &mut Vec<u8>) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -616,43 +617,10 @@ fn http_date(out: &mut Vec<u8>) {
     DATE.with_borrow_mut(|(at, text)| {
         if *at != secs {
             *at = secs;
-            *text = format_date(secs);
+            *text = crate::time::format_http_date(i64::try_from(secs).unwrap_or(i64::MAX));
         }
-        out.extend_from_slice(text);
+        out.extend_from_slice(text.as_bytes());
     });
-}
-
-fn format_date(secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = crate::time::civil_from_days(i64::try_from(days).unwrap_or(0));
-    let mut t = [0u8; 29];
-    let two = |t: &mut [u8], v: u64| {
-        t[0] = b'0' + (v / 10 % 10) as u8;
-        t[1] = b'0' + (v % 10) as u8;
-    };
-    t[0..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    t[3..5].copy_from_slice(b", ");
-    two(&mut t[5..7], u64::from(d));
-    t[7] = b' ';
-    t[8..11].copy_from_slice(MONTHS[(m as usize).saturating_sub(1) % 12]);
-    t[11] = b' ';
-    let y = u64::try_from(y).unwrap_or(0);
-    two(&mut t[12..14], y / 100);
-    two(&mut t[14..16], y);
-    t[16] = b' ';
-    two(&mut t[17..19], rem / 3600);
-    t[19] = b':';
-    two(&mut t[20..22], rem / 60 % 60);
-    t[22] = b':';
-    two(&mut t[23..25], rem % 60);
-    t[25..29].copy_from_slice(b" GMT");
-    t
 }
 
 /// The stream as hyper gets it after a hand-off: the bytes already read first, then the socket.
@@ -734,12 +702,24 @@ mod tests {
     }
 
     #[test]
-    fn dates_are_imf_fixdate() {
-        assert_eq!(&format_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(&format_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            &format_date(1_795_000_000),
-            b"Wed, 18 Nov 2026 11:06:40 GMT"
+    fn the_date_field_is_now_as_an_http_date() {
+        let now = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        let before = now();
+        let mut out = Vec::new();
+        http_date(&mut out);
+        http_date(&mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        let (a, b) = text.split_at(29);
+        let at = crate::time::parse_http_date(a).expect(a);
+        assert!(at >= before && at <= now(), "{text}");
+        assert!(
+            b == a || crate::time::parse_http_date(b).is_some_and(|t| t > at),
+            "{text}"
         );
     }
 
