@@ -14,6 +14,7 @@ pub mod cli;
 pub mod decision;
 pub mod demo;
 pub mod error;
+mod inline_str;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -16,6 +16,7 @@ use super::{
     Secret, ServiceRisk, Settings, Snapshot, Temporary, User, WarningPart, Warnings,
 };
 use crate::auth::encoding::hex_lower;
+use crate::inline_str::InlineStr;
 use crate::policy::IpSet;
 use crate::policy::allowlist::parse_cidr;
 use crate::policy::mfa::totp::TotpSeed;
@@ -867,7 +868,7 @@ fn assemble(
         KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
     };
     for (id, (file, span, _)) in &leaked {
-        if !keys_part.table.contains_key(id) {
+        if !keys_part.table.contains_key(id.as_bytes()) {
             diag.warn(
                 *file,
                 span.clone(),
@@ -1281,7 +1282,7 @@ fn compile_keys(
                 sigv4_keys: Default::default(),
                 origin: diag.files[*i].origin(span),
             };
-            if keys.insert(id.clone(), key).is_some() {
+            if keys.insert(InlineStr::new(&id), key).is_some() {
                 diag.error(*i, k.id.span(), format!("duplicate access key id `{id}`"));
             }
         }

@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::inline_str::InlineStr;
 use crate::policy::IpSet;
 use crate::time::UnixSeconds;
 pub use load::{LoadError, LoadOptions, Problem, load_dir};
@@ -354,7 +355,9 @@ impl std::hash::Hasher for IdHasher {
 }
 
 /// A table of keys by id, hashed with [`IdHash`].
-pub(crate) type KeyMap = HashMap<String, AccessKey, IdHash>;
+/// Keyed by the id held in place ([`InlineStr`]): a lookup then compares the id it reads from the
+/// table's own slot, where a `String` key sent every request to a second, cold heap block.
+pub(crate) type KeyMap = HashMap<InlineStr, AccessKey, IdHash>;
 
 /// The access keys of a snapshot, by id.
 ///
@@ -385,13 +388,15 @@ impl KeyTable {
     ) -> Self {
         let mut changed = KeyMap::default();
         for id in candidates {
-            let Some(k) = base.get(id) else { continue };
-            if changed.contains_key(id) {
+            let Some(k) = base.get(id.as_bytes()) else {
+                continue;
+            };
+            if changed.contains_key(id.as_bytes()) {
                 continue;
             }
             let want = leaked(id);
             if k.leaked.as_deref() != want.as_ref() {
-                changed.insert(id.to_string(), k.with_leak(want.map(Box::new)));
+                changed.insert(InlineStr::new(id), k.with_leak(want.map(Box::new)));
             }
         }
         KeyTable { base, changed }
@@ -400,15 +405,15 @@ impl KeyTable {
     #[inline]
     pub fn get(&self, id: &str) -> Option<&AccessKey> {
         if !self.changed.is_empty()
-            && let Some(k) = self.changed.get(id)
+            && let Some(k) = self.changed.get(id.as_bytes())
         {
             return Some(k);
         }
-        self.base.get(id)
+        self.base.get(id.as_bytes())
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
-        self.base.contains_key(id)
+        self.base.contains_key(id.as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -419,18 +424,18 @@ impl KeyTable {
         self.base.is_empty()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.base.keys()
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.base.keys().map(InlineStr::as_str)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &AccessKey> {
         self.iter().map(|(_, k)| k)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &AccessKey)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &AccessKey)> {
         self.base
             .iter()
-            .map(|(id, k)| (id, self.changed.get(id).unwrap_or(k)))
+            .map(|(id, k)| (id.as_str(), self.changed.get(id).unwrap_or(k)))
     }
 
     /// Whether both tables hold the same compiled keys (a reload reused them).
@@ -448,8 +453,8 @@ impl KeyTable {
     #[cfg(test)]
     pub(crate) fn remove(&mut self, id: &str) -> Option<AccessKey> {
         self.changed
-            .remove(id)
-            .or_else(|| Arc::get_mut(&mut self.base)?.remove(id))
+            .remove(id.as_bytes())
+            .or_else(|| Arc::get_mut(&mut self.base)?.remove(id.as_bytes()))
     }
 }
 

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use super::Use;
+use crate::inline_str::InlineStr;
 use crate::rules::IdHash;
 use crate::time::UnixSeconds;
 
@@ -34,17 +35,46 @@ pub struct DirtyUsage {
     pub delta: u64,
 }
 
+/// A key's [`Usage`] as the table holds it: its strings in place (see [`InlineStr`]), so that
+/// recording a request reads and writes the entry alone.
 #[derive(Debug, Default)]
 struct Entry {
-    usage: Usage,
+    last_used: UnixSeconds,
+    source: Option<IpAddr>,
+    service: InlineStr,
+    action: InlineStr,
+    requests: u64,
     /// Requests not yet taken by [`UsageTable::take_dirty`].
     pending: u64,
+}
+
+impl Entry {
+    fn restored(u: &Usage) -> Self {
+        Entry {
+            last_used: u.last_used,
+            source: u.source,
+            service: InlineStr::new(&u.service),
+            action: InlineStr::new(&u.action),
+            requests: u.requests,
+            pending: 0,
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            last_used: self.last_used,
+            source: self.source,
+            service: self.service.to_string(),
+            action: self.action.to_string(),
+            requests: self.requests,
+        }
+    }
 }
 
 pub struct UsageTable {
     /// Hashed like the rules' key table ([`IdHash`]): every request records its key here, and
     /// only ids that passed verification (or a store we trust) are ever added.
-    keys: DashMap<Box<str>, Entry, IdHash>,
+    keys: DashMap<InlineStr, Entry, IdHash>,
     since: AtomicI64,
     /// Something changed since the persister last looked.
     changed: AtomicBool,
@@ -92,8 +122,7 @@ impl UsageTable {
         let mut t = UsageTable::new(since);
         t._lock = lock;
         for (id, usage) in entries {
-            t.keys
-                .insert(id.into_boxed_str(), Entry { usage, pending: 0 });
+            t.keys.insert(InlineStr::new(&id), Entry::restored(&usage));
         }
         t
     }
@@ -105,23 +134,18 @@ impl UsageTable {
 
     pub fn record(&self, u: &Use<'_>) {
         let update = |e: &mut Entry| {
-            let usage = &mut e.usage;
             // A request decided a moment earlier may be recorded after a later one: last_used
             // keeps the later time, and the details go with it.
-            if u.at >= usage.last_used {
-                usage.last_used = u.at;
-                usage.source = u.source;
-                if usage.service != u.service {
-                    u.service.clone_into(&mut usage.service);
-                }
-                if usage.action != u.action {
-                    u.action.clone_into(&mut usage.action);
-                }
+            if u.at >= e.last_used {
+                e.last_used = u.at;
+                e.source = u.source;
+                e.service.set(u.service);
+                e.action.set(u.action);
             }
-            usage.requests += 1;
+            e.requests += 1;
             e.pending += 1;
         };
-        if let Some(mut e) = self.keys.get_mut(u.key_id) {
+        if let Some(mut e) = self.keys.get_mut(u.key_id.as_bytes()) {
             update(&mut e);
         } else {
             update(&mut self.keys.entry(u.key_id.into()).or_default());
@@ -131,11 +155,11 @@ impl UsageTable {
     }
 
     pub fn last_used(&self, key_id: &str) -> Option<UnixSeconds> {
-        self.keys.get(key_id).map(|e| e.usage.last_used)
+        self.keys.get(key_id.as_bytes()).map(|e| e.last_used)
     }
 
     pub fn get(&self, key_id: &str) -> Option<Usage> {
-        self.keys.get(key_id).map(|e| e.usage.clone())
+        self.keys.get(key_id.as_bytes()).map(|e| e.usage())
     }
 
     /// Since when use is known: idle time is never counted from before it.
@@ -148,7 +172,7 @@ impl UsageTable {
         let mut out: Vec<(String, Usage)> = self
             .keys
             .iter()
-            .map(|e| (e.key().to_string(), e.value().usage.clone()))
+            .map(|e| (e.key().to_string(), e.value().usage()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -188,7 +212,7 @@ impl UsageTable {
             let delta = std::mem::take(&mut e.pending);
             out.push(DirtyUsage {
                 key_id: e.key().to_string(),
-                usage: e.usage.clone(),
+                usage: e.usage(),
                 delta,
             });
         }
@@ -200,16 +224,13 @@ impl UsageTable {
     /// process recorded since its last [`UsageTable::take_dirty`] (not yet in that total).
     pub fn apply_remote(&self, key_id: &str, remote: Usage) {
         let mut e = self.keys.entry(key_id.into()).or_default();
-        let local = &mut e.usage;
-        let total = remote.requests;
-        if remote.last_used > local.last_used {
-            local.last_used = remote.last_used;
-            local.source = remote.source;
-            local.service = remote.service;
-            local.action = remote.action;
+        if remote.last_used > e.last_used {
+            e.last_used = remote.last_used;
+            e.source = remote.source;
+            e.service.set(&remote.service);
+            e.action.set(&remote.action);
         }
-        let pending = e.pending;
-        e.usage.requests = total.saturating_add(pending);
+        e.requests = remote.requests.saturating_add(e.pending);
         drop(e);
         raise(&self.changed);
     }

@@ -234,7 +234,7 @@ pub fn changes(old_dir: &Path, new_dir: &Path) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
 
     // Keys.
-    let ids: BTreeSet<&String> = old.keys.keys().chain(new.keys.keys()).collect();
+    let ids: BTreeSet<&str> = old.keys.keys().chain(new.keys.keys()).collect();
     for id in ids {
         match (old.keys.get(id), new.keys.get(id)) {
             (None, Some(k)) => {
