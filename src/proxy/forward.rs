@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, Response, Uri};
-use http_body_util::BodyExt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -214,7 +213,7 @@ pub(super) async fn send(
     });
     Ok(Response::from_parts(
         parts,
-        IdleTimeout::new(body, timeout).boxed(),
+        Body::upstream(IdleTimeout::new(body, timeout)),
     ))
 }
 
@@ -222,7 +221,7 @@ pub(super) async fn send(
 /// with an error, so an upstream that stalls mid-answer cannot hold the client's connection (and
 /// its slot) forever. The client sees the connection cut, never a truncated answer that looks
 /// complete.
-struct IdleTimeout {
+pub(super) struct IdleTimeout {
     inner: PooledBody,
     timeout: Duration,
     /// Created on the first wait only: most answers arrive whole, and this runs per request.

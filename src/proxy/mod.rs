@@ -1,6 +1,7 @@
 //! The public listener: read a request, decide, forward or refuse.
 
 pub mod aws;
+mod body;
 pub mod forward;
 mod front;
 mod h1;
@@ -31,7 +32,7 @@ use crate::state::{State, Use};
 use crate::time::Clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub use body::Body;
 
 /// A request body [`Gateway::handle`] reads: hyper's, or one the lean HTTP/1.1 path already
 /// holds in memory.

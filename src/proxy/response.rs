@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
-use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 use super::Body;
@@ -20,9 +19,7 @@ struct AlibabaError<'a> {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Body::full(bytes)
 }
 
 /// The error format a client expects, from the signature family it uses and, for AWS, the wire
