@@ -862,7 +862,7 @@ fn assemble(
             .chain(leaked.keys())
             .map(String::as_str);
         KeyTable::with_leaks(table, candidates, |id| {
-            leaked.get(id).map(|(_, _, info)| info.clone())
+            leaked.get(id).map(|(_, _, info)| info)
         })
     } else {
         KeyTable::new(keys_part.table.clone(), super::KeyMap::default())

@@ -381,10 +381,12 @@ impl KeyTable {
     /// `base` with the leaked flags `leaked` gives (by key id), sharing every key whose flag is
     /// unchanged. `candidates`: every id whose flag may differ from `base`'s (those flagged in
     /// `base` and those flagged now); repeats are fine.
-    pub(crate) fn with_leaks<'a>(
+    /// `leaked` lends the flag rather than giving a copy: most candidates keep theirs, and a
+    /// reload asks about every flagged key (a thousand in the benchmark's rules).
+    pub(crate) fn with_leaks<'a, 'l>(
         base: Arc<KeyMap>,
         candidates: impl Iterator<Item = &'a str>,
-        leaked: impl Fn(&str) -> Option<LeakInfo>,
+        leaked: impl Fn(&str) -> Option<&'l LeakInfo>,
     ) -> Self {
         let mut changed = KeyMap::default();
         for id in candidates {
@@ -395,8 +397,8 @@ impl KeyTable {
                 continue;
             }
             let want = leaked(id);
-            if k.leaked.as_deref() != want.as_ref() {
-                changed.insert(InlineStr::new(id), k.with_leak(want.map(Box::new)));
+            if k.leaked.as_deref() != want {
+                changed.insert(InlineStr::new(id), k.with_leak(want.cloned().map(Box::new)));
             }
         }
         KeyTable { base, changed }
