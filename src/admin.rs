@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
 use crate::proxy::Body;
-use crate::proxy::response::full;
 use crate::rules::RulesStore;
 use crate::state::State;
 
@@ -49,7 +48,7 @@ fn text(
     content_type: &'static str,
     body: impl Into<bytes::Bytes>,
 ) -> Response<Body> {
-    let mut r = Response::new(full(body));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -24,7 +24,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use std::borrow::Cow;
 
 use super::Body;
-use super::response::{ErrorShape, full};
+use super::response::ErrorShape;
 use crate::error::Rejection;
 
 /// AWS code and status for a refusal, in the given protocol's spelling.
@@ -286,7 +286,7 @@ pub fn body(r: &Rejection, shape: ErrorShape, request_id: &str) -> (&'static str
 pub fn error(r: &Rejection, shape: ErrorShape, request_id: &str) -> Response<Body> {
     let (code, status) = code_and_status(r, shape);
     let (content_type, body) = body(r, shape, request_id);
-    let mut resp = Response::new(full(body));
+    let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -1,7 +1,6 @@
 //! Turning a [`Rejection`] into the response an official SDK can parse: Alibaba's JSON error shape
 //! (SIGNATURES.md §5–6).
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use serde::Serialize;
 
@@ -16,10 +15,6 @@ struct AlibabaError<'a> {
     code: &'a str,
     message: &'a str,
     recommend: &'a str,
-}
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Body::full(bytes)
 }
 
 /// The error format a client expects, from the signature family it uses and, for AWS, the wire
@@ -97,7 +92,7 @@ pub fn alibaba_error(
     };
     // Serialising plain strings cannot fail.
     let json = serde_json::to_vec(&body).unwrap_or_default();
-    let mut resp = Response::new(full(json));
+    let mut resp = Response::new(Body::full(json));
     *resp.status_mut() = rejection.status();
     let h = resp.headers_mut();
     h.insert(
