@@ -581,8 +581,11 @@ fn source_files(files: Vec<ReadFile>) -> Vec<SourceFile> {
 /// [`KeyTable`]: super::KeyTable
 pub(crate) struct KeyPart {
     table: Arc<super::KeyMap>,
-    /// The ids of the keys compiled with a leaked flag.
-    leaked_ids: Vec<String>,
+    /// The leaked flags `table` was compiled with, by key id, and whether `table` holds that id.
+    /// A reload compares its flags with these, a small map, instead of looking up every flagged
+    /// id in `table`: with 100k keys each such lookup is a cache miss, and a thousand flagged
+    /// keys made them most of a reload's time.
+    leaks: HashMap<String, CompiledLeak>,
     external: Arc<[ExternalInput]>,
     /// [`InputHash`]'s digest of the outside values when they were read.
     external_digest: [u8; 32],
@@ -590,6 +593,11 @@ pub(crate) struct KeyPart {
     key_warnings: Arc<WarningPart>,
     usable_warnings: Arc<WarningPart>,
     usable_keys: usize,
+}
+
+struct CompiledLeak {
+    info: LeakInfo,
+    in_table: bool,
 }
 
 /// What a reload may take over from the snapshot it replaces ([`reload_sources`]): each rule
@@ -832,7 +840,8 @@ fn assemble(
     let settings = compile_settings(settings_raw, &mut diag);
 
     // Leaked-key flags, by key id.
-    let mut leaked: HashMap<String, (usize, Range<usize>, LeakInfo)> = HashMap::new();
+    let mut leaked: HashMap<String, (usize, Range<usize>, LeakInfo)> =
+        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.leaked_key.len()).sum());
     for (i, raw) in &parsed {
         for l in &raw.leaked_key {
             let span = l.span();
@@ -855,20 +864,31 @@ fn assemble(
         None => Arc::new(compile_keys(dir, &parsed, &leaked, opts, check, &mut diag)),
     };
     let keys = if reused {
-        let table = keys_part.table.clone();
-        let candidates = keys_part
-            .leaked_ids
+        let compiled = &keys_part.leaks;
+        // The ids whose flag differs from the one compiled into the table: flagged now but not
+        // then (or otherwise), and flagged then but not now.
+        let flagged_otherwise = leaked
             .iter()
-            .chain(leaked.keys())
+            .filter(|(id, (_, _, info))| compiled.get(*id).map(|c| &c.info) != Some(info))
+            .map(|(id, _)| id.as_str());
+        let unflagged = compiled
+            .keys()
+            .filter(|id| !leaked.contains_key(*id))
             .map(String::as_str);
-        KeyTable::with_leaks(table, candidates, |id| {
-            leaked.get(id).map(|(_, _, info)| info)
-        })
+        KeyTable::with_leaks(
+            keys_part.table.clone(),
+            flagged_otherwise.chain(unflagged),
+            |id| leaked.get(id).map(|(_, _, info)| info),
+        )
     } else {
         KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
     };
     for (id, (file, span, _)) in &leaked {
-        if !keys_part.table.contains_key(id.as_bytes()) {
+        let in_table = match keys_part.leaks.get(id) {
+            Some(c) => c.in_table,
+            None => keys_part.table.contains_key(id.as_bytes()),
+        };
+        if !in_table {
             diag.warn(
                 *file,
                 span.clone(),
@@ -1129,7 +1149,6 @@ fn compile_keys(
     diag: &mut Diag<'_>,
 ) -> KeyPart {
     let mut hash = InputHash::new();
-    let mut leaked_ids = Vec::new();
     // Warnings found before are not the keys'.
     let before = std::mem::take(&mut diag.warnings);
     // Accounts.
@@ -1272,10 +1291,7 @@ fn compile_keys(
                 created_at: k.created.as_ref().and_then(date_secs),
                 allow,
                 allow_mode: k.allowlist_mode,
-                leaked: leaked.get(&id).map(|(_, _, info)| {
-                    leaked_ids.push(id.clone());
-                    Box::new(info.clone())
-                }),
+                leaked: leaked.get(&id).map(|(_, _, info)| Box::new(info.clone())),
                 material,
                 temporary: temporary.map(Box::new),
                 totp: totp.map(Box::new),
@@ -1298,9 +1314,19 @@ fn compile_keys(
         diag.problems.append(&mut counting.problems);
         (n, counting.warnings)
     };
+    let leaks = leaked
+        .iter()
+        .map(|(id, (_, _, info))| {
+            let flag = CompiledLeak {
+                info: info.clone(),
+                in_table: keys.contains_key(id.as_bytes()),
+            };
+            (id.clone(), flag)
+        })
+        .collect();
     KeyPart {
         table: Arc::new(keys),
-        leaked_ids,
+        leaks,
         external: hash.external.into(),
         external_digest: hash.sha.finalize().into(),
         key_warnings: WarningPart::new(key_warnings),

@@ -379,10 +379,10 @@ impl KeyTable {
     }
 
     /// `base` with the leaked flags `leaked` gives (by key id), sharing every key whose flag is
-    /// unchanged. `candidates`: every id whose flag may differ from `base`'s (those flagged in
-    /// `base` and those flagged now); repeats are fine.
-    /// `leaked` lends the flag rather than giving a copy: most candidates keep theirs, and a
-    /// reload asks about every flagged key (a thousand in the benchmark's rules).
+    /// unchanged. `candidates`: every id whose flag may differ from `base`'s; repeats, ids not
+    /// in `base` and ids whose flag turns out the same are fine. The caller narrows them down
+    /// without touching `base` (see `KeyPart::leaks`): each lookup here is a cache miss in a
+    /// large table.
     pub(crate) fn with_leaks<'a, 'l>(
         base: Arc<KeyMap>,
         candidates: impl Iterator<Item = &'a str>,
