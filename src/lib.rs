@@ -10,7 +10,6 @@ pub mod admin;
 mod ascii;
 pub mod audit;
 pub mod auth;
-mod background;
 pub mod cli;
 pub mod decision;
 pub mod demo;

@@ -188,7 +188,7 @@ fn external_digest_now(external: &[ExternalInput], opts: &LoadOptions) -> Option
 /// `None` when one of them cannot be read. Equal to that snapshot's hash exactly when the rule
 /// set is unchanged: the rule files have the same names and bytes (so they name the same outside
 /// values, in the same order) and each outside value is the same. A reload uses it to answer
-/// `unchanged` without parsing or compiling ([`plan_reload`]).
+/// `unchanged` without parsing or compiling ([`reload_sources`]).
 pub fn content_hash_now(
     sources: &[(String, String)],
     external: &[ExternalInput],
@@ -212,7 +212,7 @@ fn external_file_value(path: &Path) -> std::io::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(v.trim_end_matches(['\n', '\r']).to_string()))
 }
 
-pub(crate) struct SourceFile {
+struct SourceFile {
     name: Arc<str>,
     /// Empty for a file not read again by a reload ([`read_for_reload`]); `len` and `digest`
     /// are then those of the bytes read before.
@@ -530,7 +530,7 @@ fn read_rule_files(
 
 /// The rule files of `dir` for a reload of `current`. A file that holds only accounts, users and
 /// keys, and whose stamp is the one taken when `current` read it, is not read again: the served
-/// set's compiled keys stand for it ([`plan_reload`]). With 100k keys that file is most of
+/// set's compiled keys stand for it ([`reload_sources`]). With 100k keys that file is most of
 /// the bytes, and a reload of a small file (the leaked keys) would otherwise read and hash it all.
 pub(crate) fn read_for_reload(dir: &Path, current: &Snapshot) -> Result<Vec<ReadFile>, LoadError> {
     read_rule_files(dir, |name, stamp| {
@@ -600,7 +600,7 @@ struct CompiledLeak {
     in_table: bool,
 }
 
-/// What a reload may take over from the snapshot it replaces ([`plan_reload`]): each rule
+/// What a reload may take over from the snapshot it replaces ([`reload_sources`]): each rule
 /// file's parsed tables other than the key-bearing ones (which hold inline secrets, and are large),
 /// and the compiled keys.
 pub struct Reuse {
@@ -677,38 +677,9 @@ fn compile(
     assemble(dir, files, parsed, key_tables, None, opts, check)
 }
 
-/// [`plan_reload`] and [`ReloadPlan::compile`] in one, as the store does them apart.
-#[cfg(test)]
-pub(crate) fn reload_sources(
-    dir: &Path,
-    read: Vec<ReadFile>,
-    current: &Snapshot,
-    opts: &LoadOptions,
-) -> Result<Option<Snapshot>, LoadError> {
-    plan_reload(dir, read, current, opts)?.compile(dir, opts)
-}
-
-/// What a reload has to do, found by reading the files but compiling nothing
-/// ([`plan_reload`]); [`ReloadPlan::compile`] does it.
-pub(crate) enum ReloadPlan {
-    /// The files and outside values are those of the current set.
-    Unchanged,
-    /// Only files without keys changed: the current set's compiled keys are reused, and the
-    /// rest (a few thousand entries at most) compiled again.
-    Reuse {
-        files: Vec<SourceFile>,
-        parsed: Vec<(usize, Arc<RawFile>)>,
-        key_tables: Vec<bool>,
-        keys: Arc<KeyPart>,
-    },
-    /// Everything is compiled again, keys included.
-    Full(Vec<SourceFile>),
-}
-
-/// Decides how the rule files of `dir`, read into `read`, compile into the snapshot that follows
-/// `current` (the one being served), parsing only the files that changed and compiling nothing;
-/// [`ReloadPlan::compile`] then does it. [`ReloadPlan::Unchanged`]: the rule set is `current`'s
-/// (same files, same outside values).
+/// Compiles the rule files of `dir`, read into `sources`, into the snapshot that follows
+/// `current` (the one being served). `Ok(None)`: the rule set is `current`'s (same files, same
+/// outside values), found without parsing or compiling it.
 ///
 /// When no file with `[[account]]`, `[[user]]` or `[[access_key]]` tables changed, appeared or
 /// went, and the outside values those keys read are as they were, the new snapshot shares
@@ -720,12 +691,12 @@ pub(crate) enum ReloadPlan {
 ///
 /// Files [`read_for_reload`] did not read stand for the bytes `current` read; if the whole set
 /// must be compiled after all, every file is read again.
-pub(crate) fn plan_reload(
+pub(crate) fn reload_sources(
     dir: &Path,
     read: Vec<ReadFile>,
     current: &Snapshot,
     opts: &LoadOptions,
-) -> Result<ReloadPlan, LoadError> {
+) -> Result<Option<Snapshot>, LoadError> {
     refuse_emptied(&read, current)?;
     let files = source_files(read);
     let external_now = external_digest_now(&current.external_inputs, opts);
@@ -733,45 +704,29 @@ pub(crate) fn plan_reload(
         && content_hash_of(files.iter().map(|f| (&*f.name, f.len, &f.digest)), ext)
             == current.content_hash
     {
-        return Ok(ReloadPlan::Unchanged);
+        return Ok(None);
     }
+    let check = CheckOptions::default();
     if let (Some(reuse), Some(ext)) = (&current.reuse, external_now)
         && ext == reuse.keys.external_digest
         && let Some((parsed, key_tables)) = parse_changed(&files, reuse)?
     {
-        return Ok(ReloadPlan::Reuse {
-            files,
+        return assemble(
+            dir,
+            &files,
             parsed,
             key_tables,
-            keys: reuse.keys.clone(),
-        });
+            Some(reuse.keys.clone()),
+            opts,
+            &check,
+        )
+        .map(Some);
     }
     if files.iter().any(|f| f.unread) {
         drop(files);
-        return plan_reload(dir, read_rule_files(dir, |_, _| None)?, current, opts);
+        return reload_sources(dir, read_rule_files(dir, |_, _| None)?, current, opts);
     }
-    Ok(ReloadPlan::Full(files))
-}
-
-impl ReloadPlan {
-    /// Compiles what [`plan_reload`] decided. `None`: the set is unchanged.
-    pub(crate) fn compile(
-        self,
-        dir: &Path,
-        opts: &LoadOptions,
-    ) -> Result<Option<Snapshot>, LoadError> {
-        let check = CheckOptions::default();
-        match self {
-            ReloadPlan::Unchanged => Ok(None),
-            ReloadPlan::Reuse {
-                files,
-                parsed,
-                key_tables,
-                keys,
-            } => assemble(dir, &files, parsed, key_tables, Some(keys), opts, &check).map(Some),
-            ReloadPlan::Full(files) => compile(dir, &files, opts, &check).map(Some),
-        }
-    }
+    compile(dir, &files, opts, &check).map(Some)
 }
 
 /// A rule file rewritten in place (`>`, `truncate` then `write`, most editors' "write" without

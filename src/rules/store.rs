@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::load::{ReloadPlan, plan_reload, read_for_reload};
+use super::load::{read_for_reload, reload_sources};
 use super::{LoadError, LoadOptions, Problem, Snapshot, load_dir};
 use crate::time::{Clock, SystemClock, UnixSeconds};
 
@@ -151,12 +151,7 @@ impl Retired {
         let this = self.clone();
         std::thread::Builder::new()
             .name("akgate-rules-reclaim".into())
-            .spawn(move || {
-                // Freeing a replaced set can wait while requests want the CPU. Under full load
-                // retired sets pile up to `MAX_RETIRED`, and then the reload frees them itself.
-                crate::background::lower_this_thread();
-                this.reclaim_loop()
-            })
+            .spawn(move || this.reclaim_loop())
             .map(drop)
     }
 
@@ -363,23 +358,12 @@ impl RulesStore {
     /// the rule set is the current one (same files, same outside values), found without parsing
     /// or compiling it; a reload with nothing changed costs a read and a hash of the files. A
     /// reload where no file with keys or accounts changed reuses the current set's compiled keys
-    /// ([`super::load::plan_reload`]).
+    /// ([`reload_sources`]).
     fn load_next(&self) -> Result<Option<Snapshot>, LoadError> {
         // Held for the whole compile: an `Arc`, not a guard, which is for short reads.
         let current = self.current.load_full();
         let read = read_for_reload(&self.dir, &current)?;
-        match plan_reload(&self.dir, read, &current, &self.opts)? {
-            // Keys are compiled at the priority of the thread that asked: under full load an
-            // idle thread would take minutes over it, and a disabled key must be refused soon.
-            plan @ (ReloadPlan::Full(_) | ReloadPlan::Unchanged) => {
-                plan.compile(&self.dir, &self.opts)
-            }
-            plan @ ReloadPlan::Reuse { .. } => {
-                crate::background::run_idle("akgate-rules-assemble", || {
-                    plan.compile(&self.dir, &self.opts)
-                })
-            }
-        }
+        reload_sources(&self.dir, read, &current, &self.opts)
     }
 }
 
