@@ -12,8 +12,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::raw::{KeyStatus, RawAccessKey, RawFile, RawSettings};
 use super::{
-    AccessKey, Account, HostMatch, KeyMaterial, KeyTable, LeakInfo, Origin, Route, RsaPublicKey,
-    Secret, ServiceRisk, Settings, Snapshot, Temporary, User, WarningPart, Warnings,
+    AccessKey, Account, HostMatch, IdHash, KeyMaterial, KeyTable, LeakInfo, Origin, Route,
+    RsaPublicKey, Secret, ServiceRisk, Settings, Snapshot, Temporary, User, WarningPart, Warnings,
 };
 use crate::auth::encoding::hex_lower;
 use crate::inline_str::InlineStr;
@@ -584,8 +584,11 @@ pub(crate) struct KeyPart {
     /// The leaked flags `table` was compiled with, by key id, and whether `table` holds that id.
     /// A reload compares its flags with these, a small map, instead of looking up every flagged
     /// id in `table`: with 100k keys each such lookup is a cache miss, and a thousand flagged
-    /// keys made them most of a reload's time.
-    leaks: HashMap<String, CompiledLeak>,
+    /// keys made them most of a reload's time. Ids are held in place for the same reason.
+    leaks: HashMap<InlineStr, CompiledLeak, IdHash>,
+    /// The compiled `[[leaked_key]]` entries of each file `leaks` was compiled from; held so that
+    /// an unchanged file's entries, shared with the reload's, are recognised by address.
+    leak_files: Vec<Arc<[LeakEntry]>>,
     external: Arc<[ExternalInput]>,
     /// [`InputHash`]'s digest of the outside values when they were read.
     external_digest: [u8; 32],
@@ -595,9 +598,55 @@ pub(crate) struct KeyPart {
     usable_keys: usize,
 }
 
+/// Where a compiled flag came from: `leak_files[layer][entry]`.
 struct CompiledLeak {
-    info: LeakInfo,
+    layer: usize,
+    entry: usize,
     in_table: bool,
+}
+
+impl KeyPart {
+    fn entry(&self, c: &CompiledLeak) -> &LeakEntry {
+        &self.leak_files[c.layer][c.entry]
+    }
+}
+
+/// A `[[leaked_key]]` entry, compiled once per version of its file: the file's cached tables keep
+/// them, so a reload compiles only the changed files' entries.
+struct LeakEntry {
+    id: String,
+    id_span: Range<usize>,
+    info: LeakInfo,
+}
+
+fn leak_entries(i: usize, raw: &RawFile, files: &[SourceFile]) -> Arc<[LeakEntry]> {
+    raw.leaked_key
+        .iter()
+        .map(|l| {
+            let span = l.span();
+            let l = l.get_ref();
+            LeakEntry {
+                id: l.id.get_ref().trim().to_string(),
+                id_span: l.id.span(),
+                info: LeakInfo {
+                    reported: l.reported.as_ref().map(|d| d.to_string()),
+                    reason: l.reason.clone(),
+                    mode: l.mode,
+                    origin: files[i].origin(span),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The flag in force for a key id: the first file's that flags it (files in name order).
+struct Flag<'a> {
+    /// Its place in the rule set's files, for diagnostics.
+    file: usize,
+    /// Its place among the leak entries of the files: `[layer][entry]`.
+    layer: usize,
+    entry: usize,
+    leak: &'a LeakEntry,
 }
 
 /// What a reload may take over from the snapshot it replaces ([`reload_sources`]): each rule
@@ -630,6 +679,8 @@ struct CachedFile {
     key_tables: bool,
     /// Its parsed tables, without those.
     rest: Arc<RawFile>,
+    /// Its `[[leaked_key]]` entries, compiled.
+    leaks: Arc<[LeakEntry]>,
 }
 
 fn has_key_tables(raw: &RawFile) -> bool {
@@ -674,7 +725,8 @@ fn compile(
         });
     }
     let key_tables = parsed.iter().map(|(_, raw)| has_key_tables(raw)).collect();
-    assemble(dir, files, parsed, key_tables, None, opts, check)
+    let leaks = vec![None; parsed.len()];
+    assemble(dir, files, parsed, key_tables, leaks, None, opts, check)
 }
 
 /// Compiles the rule files of `dir`, read into `sources`, into the snapshot that follows
@@ -709,13 +761,18 @@ pub(crate) fn reload_sources(
     let check = CheckOptions::default();
     if let (Some(reuse), Some(ext)) = (&current.reuse, external_now)
         && ext == reuse.keys.external_digest
-        && let Some((parsed, key_tables)) = parse_changed(&files, reuse)?
+        && let Some(Changed {
+            parsed,
+            key_tables,
+            leaks,
+        }) = parse_changed(&files, reuse)?
     {
         return assemble(
             dir,
             &files,
             parsed,
             key_tables,
+            leaks,
             Some(reuse.keys.clone()),
             opts,
             &check,
@@ -764,14 +821,18 @@ fn refuse_emptied(read: &[ReadFile], current: &Snapshot) -> Result<(), LoadError
     }
 }
 
+/// What [`parse_changed`] found, file by file (in `parsed`'s order).
+struct Changed {
+    parsed: Vec<(usize, Arc<RawFile>)>,
+    key_tables: Vec<bool>,
+    /// The compiled leak entries of the unchanged files; `None` for the changed ones.
+    leaks: Vec<Option<Arc<[LeakEntry]>>>,
+}
+
 /// Every file's parsed tables: the cached ones of unchanged files, the changed ones parsed.
 /// `Ok(None)` when the compiled keys cannot be reused: a file with key tables changed, appeared
 /// or went. Parse errors are those a full compile reports (the unchanged files parsed).
-#[allow(clippy::type_complexity)]
-fn parse_changed(
-    files: &[SourceFile],
-    reuse: &Reuse,
-) -> Result<Option<(Vec<(usize, Arc<RawFile>)>, Vec<bool>)>, LoadError> {
+fn parse_changed(files: &[SourceFile], reuse: &Reuse) -> Result<Option<Changed>, LoadError> {
     let cached: HashMap<&str, &CachedFile> = reuse.files.iter().map(|c| (&*c.name, c)).collect();
     let kept = |c: &CachedFile| files.iter().any(|f| f.name == c.name);
     if reuse.files.iter().any(|c| c.key_tables && !kept(c)) {
@@ -780,6 +841,7 @@ fn parse_changed(
     let mut diag = Diag::new(files);
     let mut parsed = Vec::with_capacity(files.len());
     let mut key_tables = Vec::with_capacity(files.len());
+    let mut leaks = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         let old = cached.get(&*f.name);
         if let Some(c) = old
@@ -788,6 +850,7 @@ fn parse_changed(
         {
             parsed.push((i, c.rest.clone()));
             key_tables.push(c.key_tables);
+            leaks.push(Some(c.leaks.clone()));
             continue;
         }
         if old.is_some_and(|c| c.key_tables) {
@@ -799,6 +862,7 @@ fn parse_changed(
             }
             parsed.push((i, Arc::new(raw)));
             key_tables.push(false);
+            leaks.push(None);
         }
     }
     if !diag.problems.is_empty() {
@@ -806,16 +870,23 @@ fn parse_changed(
             problems: diag.problems,
         });
     }
-    Ok(Some((parsed, key_tables)))
+    Ok(Some(Changed {
+        parsed,
+        key_tables,
+        leaks,
+    }))
 }
 
 /// Compiles parsed rule files into a snapshot, with the compiled keys `keys` when given (then
 /// `parsed` need not hold the key tables, and the outside values must be those `keys` read).
+/// `leaks`: each file's compiled leak entries where already known (its cached ones).
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     dir: &Path,
     files: &[SourceFile],
     parsed: Vec<(usize, Arc<RawFile>)>,
     key_tables: Vec<bool>,
+    leaks: Vec<Option<Arc<[LeakEntry]>>>,
     keys: Option<Arc<KeyPart>>,
     opts: &LoadOptions,
     check: &CheckOptions,
@@ -840,62 +911,80 @@ fn assemble(
     let settings = compile_settings(settings_raw, &mut diag);
 
     // Leaked-key flags, by key id.
-    let mut leaked: HashMap<String, (usize, Range<usize>, LeakInfo)> =
-        HashMap::with_capacity(parsed.iter().map(|(_, raw)| raw.leaked_key.len()).sum());
-    for (i, raw) in &parsed {
-        for l in &raw.leaked_key {
-            let span = l.span();
-            let l = l.get_ref();
-            let id = l.id.get_ref().trim().to_string();
-            let info = LeakInfo {
-                reported: l.reported.as_ref().map(|d| d.to_string()),
-                reason: l.reason.clone(),
-                mode: l.mode,
-                origin: files[*i].origin(span),
-            };
+    let leak_files: Vec<Arc<[LeakEntry]>> = parsed
+        .iter()
+        .zip(leaks)
+        .map(|((i, raw), known)| known.unwrap_or_else(|| leak_entries(*i, raw, files)))
+        .collect();
+    let mut leaked: HashMap<&str, Flag<'_>, IdHash> = HashMap::with_capacity_and_hasher(
+        leak_files.iter().map(|l| l.len()).sum(),
+        IdHash::default(),
+    );
+    for (layer, ((i, _), entries)) in parsed.iter().zip(&leak_files).enumerate() {
+        for (entry, leak) in entries.iter().enumerate() {
             // Flagging a key twice is harmless; keep the first flag's position.
-            leaked.entry(id).or_insert((*i, l.id.span(), info));
+            leaked.entry(&leak.id).or_insert(Flag {
+                file: *i,
+                layer,
+                entry,
+                leak,
+            });
         }
     }
 
     let reused = keys.is_some();
     let keys_part = match keys {
         Some(k) => k,
-        None => Arc::new(compile_keys(dir, &parsed, &leaked, opts, check, &mut diag)),
+        None => Arc::new(compile_keys(
+            dir,
+            &parsed,
+            &leaked,
+            &leak_files,
+            opts,
+            check,
+            &mut diag,
+        )),
     };
-    let keys = if reused {
-        let compiled = &keys_part.leaks;
-        // The ids whose flag differs from the one compiled into the table: flagged now but not
-        // then (or otherwise), and flagged then but not now.
-        let flagged_otherwise = leaked
-            .iter()
-            .filter(|(id, (_, _, info))| compiled.get(*id).map(|c| &c.info) != Some(info))
-            .map(|(id, _)| id.as_str());
-        let unflagged = compiled
-            .keys()
-            .filter(|id| !leaked.contains_key(*id))
-            .map(String::as_str);
-        KeyTable::with_leaks(
-            keys_part.table.clone(),
-            flagged_otherwise.chain(unflagged),
-            |id| leaked.get(id).map(|(_, _, info)| info),
-        )
-    } else {
-        KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
-    };
-    for (id, (file, span, _)) in &leaked {
-        let in_table = match keys_part.leaks.get(id) {
+    // The ids whose flag differs from the one compiled into the table (flagged now but not
+    // then, or otherwise), and whether the table holds each flagged id. An entry of a file
+    // unchanged since the keys were compiled is the very entry they were compiled with.
+    let mut flagged_otherwise = Vec::new();
+    for (id, flag) in &leaked {
+        let compiled = keys_part.leaks.get(id.as_bytes());
+        if let Some(c) = compiled {
+            let then = keys_part.entry(c);
+            if !std::ptr::eq(then, flag.leak) && then.info != flag.leak.info {
+                flagged_otherwise.push(*id);
+            }
+        } else {
+            flagged_otherwise.push(*id);
+        }
+        let in_table = match compiled {
             Some(c) => c.in_table,
             None => keys_part.table.contains_key(id.as_bytes()),
         };
         if !in_table {
             diag.warn(
-                *file,
-                span.clone(),
+                flag.file,
+                flag.leak.id_span.clone(),
                 format!("leaked key `{id}` is not in the key table (no effect)"),
             );
         }
     }
+    let keys = if reused {
+        let unflagged = keys_part
+            .leaks
+            .keys()
+            .map(InlineStr::as_str)
+            .filter(|id| !leaked.contains_key(id));
+        KeyTable::with_leaks(
+            keys_part.table.clone(),
+            flagged_otherwise.into_iter().chain(unflagged),
+            |id| leaked.get(id).map(|f| &f.leak.info),
+        )
+    } else {
+        KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
+    };
 
     // High-risk services.
     let mut services: HashMap<String, ServiceRisk> = HashMap::new();
@@ -1077,7 +1166,7 @@ fn assemble(
     );
     // `check`'s options compile placeholder keys: never to be served, so never reused.
     let reuse = (!check.skip_secrets && !check.allow_empty)
-        .then(|| reusable(files, parsed, key_tables, keys_part.clone()))
+        .then(|| reusable(files, parsed, key_tables, leak_files, keys_part.clone()))
         .flatten()
         .map(Arc::new);
     Ok(Snapshot {
@@ -1108,10 +1197,11 @@ fn reusable(
     files: &[SourceFile],
     parsed: Vec<(usize, Arc<RawFile>)>,
     key_tables: Vec<bool>,
+    leaks: Vec<Arc<[LeakEntry]>>,
     keys: Arc<KeyPart>,
 ) -> Option<Reuse> {
     let mut cached = Vec::with_capacity(parsed.len());
-    for ((i, raw), key_tables) in parsed.into_iter().zip(key_tables) {
+    for (((i, raw), key_tables), leaks) in parsed.into_iter().zip(key_tables).zip(leaks) {
         let rest = if has_key_tables(&raw) {
             // Held by nobody else: the compile that parsed it is over.
             let mut raw = Arc::try_unwrap(raw).ok()?;
@@ -1131,6 +1221,7 @@ fn reusable(
             only_key_tables: key_tables && !has_other_tables(&rest),
             key_tables,
             rest,
+            leaks,
         });
     }
     Some(Reuse {
@@ -1143,7 +1234,8 @@ fn reusable(
 fn compile_keys(
     dir: &Path,
     parsed: &[(usize, Arc<RawFile>)],
-    leaked: &HashMap<String, (usize, Range<usize>, LeakInfo)>,
+    leaked: &HashMap<&str, Flag<'_>, IdHash>,
+    leak_files: &[Arc<[LeakEntry]>],
     opts: &LoadOptions,
     check: &CheckOptions,
     diag: &mut Diag<'_>,
@@ -1291,7 +1383,9 @@ fn compile_keys(
                 created_at: k.created.as_ref().and_then(date_secs),
                 allow,
                 allow_mode: k.allowlist_mode,
-                leaked: leaked.get(&id).map(|(_, _, info)| Box::new(info.clone())),
+                leaked: leaked
+                    .get(id.as_str())
+                    .map(|f| Box::new(f.leak.info.clone())),
                 material,
                 temporary: temporary.map(Box::new),
                 totp: totp.map(Box::new),
@@ -1316,17 +1410,19 @@ fn compile_keys(
     };
     let leaks = leaked
         .iter()
-        .map(|(id, (_, _, info))| {
+        .map(|(id, f)| {
             let flag = CompiledLeak {
-                info: info.clone(),
+                layer: f.layer,
+                entry: f.entry,
                 in_table: keys.contains_key(id.as_bytes()),
             };
-            (id.clone(), flag)
+            (InlineStr::new(id), flag)
         })
         .collect();
     KeyPart {
         table: Arc::new(keys),
         leaks,
+        leak_files: leak_files.to_vec(),
         external: hash.external.into(),
         external_digest: hash.sha.finalize().into(),
         key_warnings: WarningPart::new(key_warnings),

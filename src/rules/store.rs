@@ -1132,6 +1132,16 @@ upstream = "http://127.0.0.1:9000"
         std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
         w.step("the added file removed", true);
 
+        // The first file to flag a key gives its flag: a file sorted before `leaked.toml` takes
+        // over a flag that file still holds, unchanged, and gives it back when it goes.
+        w.write(
+            "aa-first.toml",
+            "[[leaked_key]]\nid = \"AK1\"\nreason = \"seen first here\"\n\n[[leaked_key]]\nid = \"AK2\"\n\n[[leaked_key]]\nid = \"AK2\"\nmode = \"shadow\"\n",
+        );
+        w.step("an earlier file flags the same key", true);
+        std::fs::remove_file(w.dir.path().join("aa-first.toml")).unwrap();
+        w.step("the earlier file removed", true);
+
         // Routes, critical operations and settings.
         w.write("routes.toml", &ROUTES.replace("9000", "9001"));
         w.step("an upstream changed", true);
