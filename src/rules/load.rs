@@ -224,8 +224,9 @@ struct SourceFile {
     unread: bool,
     /// Offset of the start of each line: every key, route and warning asks for its line, and
     /// counting newlines from the top each time made loading 100k keys quadratic. Found when
-    /// first asked for: a reload that reuses a large key file's compiled keys never asks.
-    line_starts: std::cell::OnceCell<Vec<usize>>,
+    /// first asked for: a reload that reuses a large key file's compiled keys never asks. A file
+    /// a reload did not read again has the ones found when it was read, if any.
+    line_starts: std::cell::OnceCell<Arc<[usize]>>,
 }
 
 /// A rule file's text may hold inline secrets and security tokens.
@@ -268,8 +269,15 @@ impl SourceFile {
         }
     }
 
-    /// A file a reload did not read again, known to hold `len` bytes of digest `digest`.
-    fn unread(name: Arc<str>, len: usize, digest: [u8; 32], stamp: Option<FileStamp>) -> Self {
+    /// A file a reload did not read again, known to hold `len` bytes of digest `digest`, whose
+    /// lines start at `line_starts` when known.
+    fn unread(
+        name: Arc<str>,
+        len: usize,
+        digest: [u8; 32],
+        stamp: Option<FileStamp>,
+        line_starts: Option<Arc<[usize]>>,
+    ) -> Self {
         SourceFile {
             name,
             text: String::new(),
@@ -277,17 +285,23 @@ impl SourceFile {
             digest,
             stamp,
             unread: true,
-            line_starts: std::cell::OnceCell::new(),
+            line_starts: line_starts
+                .map(std::cell::OnceCell::from)
+                .unwrap_or_default(),
         }
     }
 
-    fn line_col(&self, offset: usize) -> (usize, usize) {
-        let line_starts = self.line_starts.get_or_init(|| {
+    fn line_starts(&self) -> &Arc<[usize]> {
+        self.line_starts.get_or_init(|| {
             std::iter::once(0)
                 .chain(newline_offsets(self.text.as_bytes()).map(|p| p + 1))
                 .collect()
-        });
-        let offset = offset.min(self.text.len());
+        })
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let line_starts = self.line_starts();
+        let offset = offset.min(self.len);
         // The last line start at or before `offset`; line_starts[0] == 0, so there is one.
         let line = line_starts.partition_point(|&start| start <= offset);
         let start = line_starts
@@ -345,6 +359,15 @@ impl<'a> Diag<'a> {
 /// cover editor swap files and the `..data` directory of a Kubernetes ConfigMap, whose files are
 /// reached through the symlinks beside it.
 pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(rule_files_stat(dir)?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect())
+}
+
+/// [`rule_files`], with what `stat` said of each: a reload stamps the files with it instead of
+/// asking again.
+fn rule_files_stat(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -358,7 +381,7 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         // the load rather than being skipped: skipping it would load the rest of the set without
         // it, e.g. without the leaked-key flags of a `leaked.toml` replaced by a directory.
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_file() => files.push((path, m)),
             Ok(_) => {
                 return Err(std::io::Error::other(format!(
                     "`{name}` is not a regular file"
@@ -367,7 +390,7 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             Err(e) => return Err(std::io::Error::new(e.kind(), format!("`{name}`: {e}"))),
         }
     }
-    files.sort();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }
 
@@ -413,6 +436,7 @@ enum Content {
     Known {
         len: usize,
         digest: [u8; 32],
+        line_starts: Option<Arc<[usize]>>,
     },
 }
 
@@ -468,13 +492,13 @@ impl FileStamp {
     }
 }
 
-/// Reads the rule files of `dir`, sorted by name, except those whose length and digest `skip`
-/// (given the name and a settled stamp) knows. Fails when there are none, or one cannot
+/// Reads the rule files of `dir`, sorted by name, except those whose length, digest and line
+/// starts (if needed) `skip` (given the name and a settled stamp) knows. Fails when there are none, or one cannot
 /// be read. Each file is stamped before it is read: a write between the two leaves a stamp that
 /// the next reload finds changed, never a stamp newer than the bytes.
 fn read_rule_files(
     dir: &Path,
-    skip: impl Fn(&str, &FileStamp) -> Option<(usize, [u8; 32])>,
+    skip: impl Fn(&str, &FileStamp) -> Option<(usize, [u8; 32], Option<Arc<[usize]>>)>,
 ) -> Result<Vec<ReadFile>, LoadError> {
     let whole = |message: String| LoadError {
         problems: vec![Problem {
@@ -485,7 +509,7 @@ fn read_rule_files(
         }],
     };
     let paths =
-        rule_files(dir).map_err(|e| whole(format!("cannot read the rules directory: {e}")))?;
+        rule_files_stat(dir).map_err(|e| whole(format!("cannot read the rules directory: {e}")))?;
     if paths.is_empty() {
         return Err(whole(
             "no rule files (*.toml) in the rules directory".into(),
@@ -493,7 +517,7 @@ fn read_rule_files(
     }
     let now = std::time::SystemTime::now();
     let mut files = Vec::with_capacity(paths.len());
-    for path in &paths {
+    for (path, meta) in &paths {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -507,13 +531,15 @@ fn read_rule_files(
                 message: format!("cannot read: {e}"),
             }],
         };
-        let stamp = std::fs::metadata(path)
-            .map_err(failed)
-            .map(|m| FileStamp::settled(&m, now))?;
-        if let Some((len, digest)) = stamp.as_ref().and_then(|s| skip(&name, s)) {
+        let stamp = FileStamp::settled(meta, now);
+        if let Some((len, digest, line_starts)) = stamp.as_ref().and_then(|s| skip(&name, s)) {
             files.push(ReadFile {
                 name,
-                text: Content::Known { len, digest },
+                text: Content::Known {
+                    len,
+                    digest,
+                    line_starts,
+                },
                 stamp,
             });
             continue;
@@ -528,10 +554,11 @@ fn read_rule_files(
     Ok(files)
 }
 
-/// The rule files of `dir` for a reload of `current`. A file that holds only accounts, users and
-/// keys, and whose stamp is the one taken when `current` read it, is not read again: the served
-/// set's compiled keys stand for it ([`reload_sources`]). With 100k keys that file is most of
-/// the bytes, and a reload of a small file (the leaked keys) would otherwise read and hash it all.
+/// The rule files of `dir` for a reload of `current`. A file whose stamp is the one taken when
+/// `current` read it is not read again: the served set's compiled keys and parsed tables stand
+/// for it ([`reload_sources`]), and the line starts kept with them place its diagnostics. With
+/// 100k keys the key files are most of the bytes, and a reload of a small file (the leaked keys)
+/// would otherwise read and hash them all; the other unchanged files cost a read and a hash each.
 pub(crate) fn read_for_reload(dir: &Path, current: &Snapshot) -> Result<Vec<ReadFile>, LoadError> {
     read_rule_files(dir, |name, stamp| {
         let c = current
@@ -540,7 +567,8 @@ pub(crate) fn read_for_reload(dir: &Path, current: &Snapshot) -> Result<Vec<Read
             .files
             .iter()
             .find(|c| *c.name == *name)?;
-        (c.only_key_tables && c.stamp.as_ref() == Some(stamp)).then_some((c.len, c.digest))
+        (c.stamp.as_ref() == Some(stamp) && (c.only_key_tables || c.line_starts.is_some()))
+            .then(|| (c.len, c.digest, c.line_starts.clone()))
     })
 }
 
@@ -566,9 +594,11 @@ fn source_files(files: Vec<ReadFile>) -> Vec<SourceFile> {
         .into_iter()
         .map(|f| match f.text {
             Content::Read(text) => SourceFile::new(f.name.into(), text, f.stamp),
-            Content::Known { len, digest } => {
-                SourceFile::unread(f.name.into(), len, digest, f.stamp)
-            }
+            Content::Known {
+                len,
+                digest,
+                line_starts,
+            } => SourceFile::unread(f.name.into(), len, digest, f.stamp, line_starts),
         })
         .collect()
 }
@@ -681,6 +711,9 @@ struct CachedFile {
     rest: Arc<RawFile>,
     /// Its `[[leaked_key]]` entries, compiled.
     leaks: Arc<[LeakEntry]>,
+    /// Where its lines start, unless it holds only key tables (whose lines a reload that
+    /// reuses the keys never asks for).
+    line_starts: Option<Arc<[usize]>>,
 }
 
 fn has_key_tables(raw: &RawFile) -> bool {
@@ -1213,12 +1246,15 @@ fn reusable(
             raw
         };
         let f = &files[i];
+        let only_key_tables = key_tables && !has_other_tables(&rest);
         cached.push(CachedFile {
             name: f.name.clone(),
             len: f.len,
             digest: f.digest,
             stamp: f.stamp,
-            only_key_tables: key_tables && !has_other_tables(&rest),
+            // An unread file has them unless it holds only key tables.
+            line_starts: (!only_key_tables).then(|| f.line_starts().clone()),
+            only_key_tables,
             key_tables,
             rest,
             leaks,
@@ -2575,6 +2611,12 @@ upstream = "http://127.0.0.1:9000"
         let split = tempfile::tempdir().unwrap();
         write(split.path(), "accounts.toml", accounts);
         write(split.path(), "keys.toml", keys);
+        // A flag that draws a warning, placed by line and column.
+        write(
+            split.path(),
+            "leaked.toml",
+            "# none of ours\n\n[[leaked_key]]\nid = \"AKNOPE\"\n",
+        );
         write(split.path(), "routes.toml", ROUTES);
         // Keys and routes in one file.
         let single = tempfile::tempdir().unwrap();
@@ -2586,31 +2628,44 @@ upstream = "http://127.0.0.1:9000"
 
         std::thread::sleep(STAMP_SETTLE + std::time::Duration::from_millis(200));
         let current = load_dir(split.path(), &opts).unwrap();
-        let only_routes = vec![
-            ("accounts.toml".to_string(), false),
-            ("keys.toml".to_string(), false),
-            ("routes.toml".to_string(), true),
-        ];
-        assert_eq!(reads(split.path(), &current), only_routes);
+        let read_only = |name: &str| -> Vec<(String, bool)> {
+            ["accounts.toml", "keys.toml", "leaked.toml", "routes.toml"]
+                .into_iter()
+                .map(|f| (f.to_string(), f == name))
+                .collect()
+        };
+        assert_eq!(reads(split.path(), &current), read_only("none"));
         assert!(reload(split.path(), &current).is_none(), "nothing changed");
-        // A file that holds more than keys is always read: its other tables are compiled again.
+        // A file that holds more than keys is not read again either: its parsed tables are kept.
         let one = load_dir(single.path(), &opts).unwrap();
         assert_eq!(
             reads(single.path(), &one),
-            vec![("rules.toml".to_string(), true)]
+            vec![("rules.toml".to_string(), false)]
         );
 
-        // The routes edited: the reload reuses the keys without reading their files, and its
-        // result is what a full load of the directory gives.
+        // The routes edited: the reload reads that file only, reuses the keys and the other
+        // files' tables, and its result is what a full load of the directory gives, down to
+        // where the warning in the unread `leaked.toml` points.
         write(split.path(), "routes.toml", &ROUTES.replace("9000", "9001"));
+        assert_eq!(reads(split.path(), &current), read_only("routes.toml"));
         let next = reload(split.path(), &current).expect("routes changed");
         let full = load_dir(split.path(), &opts).unwrap();
         assert_eq!(next.content_hash, full.content_hash);
         assert_ne!(next.content_hash, current.content_hash);
+        let leak_warning = |s: &Snapshot| -> Vec<(usize, usize, String)> {
+            s.warnings
+                .iter()
+                .filter(|w| w.file == "leaked.toml")
+                .map(|w| (w.line, w.col, w.message.clone()))
+                .collect()
+        };
+        assert_eq!(leak_warning(&full).len(), 1);
+        assert_eq!((leak_warning(&full)[0].0, leak_warning(&full)[0].1), (4, 6));
+        assert_eq!(leak_warning(&next), leak_warning(&full));
         assert_eq!(
             reads(split.path(), &next),
-            only_routes,
-            "stamps carried over"
+            read_only("routes.toml"),
+            "stamps carried over; the edited file is read until it settles"
         );
         assert!(admits(&next, "203.0.113.200"));
 
@@ -2629,6 +2684,7 @@ upstream = "http://127.0.0.1:9000"
             vec![
                 ("accounts.toml".to_string(), true),
                 ("keys.toml".to_string(), false),
+                ("leaked.toml".to_string(), false),
                 ("routes.toml".to_string(), true),
             ]
         );
