@@ -619,6 +619,9 @@ pub(crate) struct KeyPart {
     /// The compiled `[[leaked_key]]` entries of each file `leaks` was compiled from; held so that
     /// an unchanged file's entries, shared with the reload's, are recognised by address.
     leak_files: Vec<Arc<[LeakEntry]>>,
+    /// The flags in force that the table lacks the key of, as `leak_files[layer][entry]`: each
+    /// draws a warning, which a reload repeats without looking the id up again.
+    unlisted: Vec<(usize, usize)>,
     external: Arc<[ExternalInput]>,
     /// [`InputHash`]'s digest of the outside values when they were read.
     external_digest: [u8; 32],
@@ -671,12 +674,120 @@ fn leak_entries(i: usize, raw: &RawFile, files: &[SourceFile]) -> Arc<[LeakEntry
 
 /// The flag in force for a key id: the first file's that flags it (files in name order).
 struct Flag<'a> {
-    /// Its place in the rule set's files, for diagnostics.
-    file: usize,
     /// Its place among the leak entries of the files: `[layer][entry]`.
     layer: usize,
     entry: usize,
     leak: &'a LeakEntry,
+}
+
+/// Every flagged key id with the flag in force: the first file's that flags it.
+fn flags_in_force(leak_files: &[Arc<[LeakEntry]>]) -> HashMap<&str, Flag<'_>, IdHash> {
+    let mut leaked = HashMap::with_capacity_and_hasher(
+        leak_files.iter().map(|l| l.len()).sum(),
+        IdHash::default(),
+    );
+    for (layer, entries) in leak_files.iter().enumerate() {
+        for (entry, leak) in entries.iter().enumerate() {
+            // Flagging a key twice is harmless; keep the first flag's position.
+            leaked
+                .entry(leak.id.as_str())
+                .or_insert(Flag { layer, entry, leak });
+        }
+    }
+    leaked
+}
+
+fn not_in_table(id: &str) -> String {
+    format!("leaked key `{id}` is not in the key table (no effect)")
+}
+
+/// The key ids whose leaked flag in `leak_files` (each parsed file's entries, in file order)
+/// differs from the one `keys` was compiled with, each with its flag now; and, into `diag`, a
+/// warning for each flagged id the key table lacks.
+///
+/// The files that flag something and come before the first such file that changed since the
+/// keys were compiled give the flags they gave then (the first file to flag an id decides), so
+/// only the entries of the files from there on are looked at: a reload after an edit of the
+/// last leak file touches that file's entries and no other. Those leading files' warnings are
+/// the ones found when the keys were compiled.
+fn leak_changes<'a>(
+    keys: &'a KeyPart,
+    parsed: &[(usize, Arc<RawFile>)],
+    leak_files: &'a [Arc<[LeakEntry]>],
+    diag: &mut Diag<'_>,
+) -> Vec<(&'a str, Option<&'a LeakInfo>)> {
+    let flagging = |files: &'a [Arc<[LeakEntry]>]| -> Vec<(usize, &'a Arc<[LeakEntry]>)> {
+        files
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .collect()
+    };
+    let now = flagging(leak_files);
+    let then = flagging(&keys.leak_files);
+    let same = now
+        .iter()
+        .zip(&then)
+        .take_while(|((_, a), (_, b))| Arc::ptr_eq(a, b))
+        .count();
+    // For each file the keys were compiled with that is one of the leading unchanged ones,
+    // its place in `parsed` now.
+    let mut leading = vec![None; keys.leak_files.len()];
+    for ((layer_then, _), (layer_now, _)) in then[..same].iter().zip(&now) {
+        leading[*layer_then] = Some(parsed[*layer_now].0);
+    }
+    let from_leading = |c: &CompiledLeak| leading[c.layer].is_some();
+
+    for &(layer, entry) in &keys.unlisted {
+        if let Some(file) = leading[layer] {
+            let leak = &keys.leak_files[layer][entry];
+            diag.warn(file, leak.id_span.clone(), not_in_table(&leak.id));
+        }
+    }
+
+    let mut flagged: HashMap<&str, (usize, &LeakEntry), IdHash> = HashMap::default();
+    for (layer, entries) in &now[same..] {
+        for leak in entries.iter() {
+            flagged
+                .entry(leak.id.as_str())
+                .or_insert((parsed[*layer].0, leak));
+        }
+    }
+    let mut changes = Vec::new();
+    for (id, (file, leak)) in &flagged {
+        let compiled = keys.leaks.get(id.as_bytes());
+        if compiled.is_some_and(from_leading) {
+            // An earlier, unchanged file flags it: that flag stands, and was warned about.
+            continue;
+        }
+        // An entry of a file unchanged since the keys were compiled is the very entry they
+        // were compiled with.
+        let same_flag = compiled.is_some_and(|c| {
+            let then = keys.entry(c);
+            std::ptr::eq(then, *leak) || then.info == leak.info
+        });
+        if !same_flag {
+            changes.push((*id, Some(&leak.info)));
+        }
+        let in_table = match compiled {
+            Some(c) => c.in_table,
+            None => keys.table.contains_key(id.as_bytes()),
+        };
+        if !in_table {
+            diag.warn(*file, leak.id_span.clone(), not_in_table(id));
+        }
+    }
+    // Flags compiled from the later files that no file gives now.
+    for (_, entries) in &then[same..] {
+        for leak in entries.iter() {
+            let id = leak.id.as_str();
+            if !flagged.contains_key(id) && !keys.leaks.get(id.as_bytes()).is_some_and(from_leading)
+            {
+                changes.push((id, None));
+            }
+        }
+    }
+    changes
 }
 
 /// What a reload may take over from the snapshot it replaces ([`reload_sources`]): each rule
@@ -949,75 +1060,23 @@ fn assemble(
         .zip(leaks)
         .map(|((i, raw), known)| known.unwrap_or_else(|| leak_entries(*i, raw, files)))
         .collect();
-    let mut leaked: HashMap<&str, Flag<'_>, IdHash> = HashMap::with_capacity_and_hasher(
-        leak_files.iter().map(|l| l.len()).sum(),
-        IdHash::default(),
-    );
-    for (layer, ((i, _), entries)) in parsed.iter().zip(&leak_files).enumerate() {
-        for (entry, leak) in entries.iter().enumerate() {
-            // Flagging a key twice is harmless; keep the first flag's position.
-            leaked.entry(&leak.id).or_insert(Flag {
-                file: *i,
-                layer,
-                entry,
-                leak,
-            });
-        }
-    }
-
-    let reused = keys.is_some();
     let keys_part = match keys {
         Some(k) => k,
-        None => Arc::new(compile_keys(
-            dir,
-            &parsed,
-            &leaked,
-            &leak_files,
-            opts,
-            check,
-            &mut diag,
-        )),
-    };
-    // The ids whose flag differs from the one compiled into the table (flagged now but not
-    // then, or otherwise), and whether the table holds each flagged id. An entry of a file
-    // unchanged since the keys were compiled is the very entry they were compiled with.
-    let mut flagged_otherwise = Vec::new();
-    for (id, flag) in &leaked {
-        let compiled = keys_part.leaks.get(id.as_bytes());
-        if let Some(c) = compiled {
-            let then = keys_part.entry(c);
-            if !std::ptr::eq(then, flag.leak) && then.info != flag.leak.info {
-                flagged_otherwise.push(*id);
-            }
-        } else {
-            flagged_otherwise.push(*id);
+        None => {
+            let leaked = flags_in_force(&leak_files);
+            Arc::new(compile_keys(
+                dir,
+                &parsed,
+                &leaked,
+                &leak_files,
+                opts,
+                check,
+                &mut diag,
+            ))
         }
-        let in_table = match compiled {
-            Some(c) => c.in_table,
-            None => keys_part.table.contains_key(id.as_bytes()),
-        };
-        if !in_table {
-            diag.warn(
-                flag.file,
-                flag.leak.id_span.clone(),
-                format!("leaked key `{id}` is not in the key table (no effect)"),
-            );
-        }
-    }
-    let keys = if reused {
-        let unflagged = keys_part
-            .leaks
-            .keys()
-            .map(InlineStr::as_str)
-            .filter(|id| !leaked.contains_key(id));
-        KeyTable::with_leaks(
-            keys_part.table.clone(),
-            flagged_otherwise.into_iter().chain(unflagged),
-            |id| leaked.get(id).map(|f| &f.leak.info),
-        )
-    } else {
-        KeyTable::new(keys_part.table.clone(), super::KeyMap::default())
     };
+    let changes = leak_changes(&keys_part, &parsed, &leak_files, &mut diag);
+    let keys = KeyTable::with_leaks(keys_part.table.clone(), changes);
 
     // High-risk services.
     let mut services: HashMap<String, ServiceRisk> = HashMap::new();
@@ -1444,7 +1503,7 @@ fn compile_keys(
         diag.problems.append(&mut counting.problems);
         (n, counting.warnings)
     };
-    let leaks = leaked
+    let leaks: HashMap<InlineStr, CompiledLeak, IdHash> = leaked
         .iter()
         .map(|(id, f)| {
             let flag = CompiledLeak {
@@ -1455,10 +1514,16 @@ fn compile_keys(
             (InlineStr::new(id), flag)
         })
         .collect();
+    let unlisted = leaks
+        .values()
+        .filter(|c| !c.in_table)
+        .map(|c| (c.layer, c.entry))
+        .collect();
     KeyPart {
         table: Arc::new(keys),
         leaks,
         leak_files: leak_files.to_vec(),
+        unlisted,
         external: hash.external.into(),
         external_digest: hash.sha.finalize().into(),
         key_warnings: WarningPart::new(key_warnings),

@@ -384,29 +384,22 @@ pub struct KeyTable {
 }
 
 impl KeyTable {
-    pub(crate) fn new(base: Arc<KeyMap>, changed: KeyMap) -> Self {
-        KeyTable { base, changed }
-    }
-
-    /// `base` with the leaked flags `leaked` gives (by key id), sharing every key whose flag is
-    /// unchanged. `candidates`: every id whose flag may differ from `base`'s; repeats, ids not
-    /// in `base` and ids whose flag turns out the same are fine. The caller narrows them down
-    /// without touching `base` (see `KeyPart::leaks`): each lookup here is a cache miss in a
-    /// large table.
-    pub(crate) fn with_leaks<'a, 'l>(
+    /// `base` with the leaked flags of `changes` (key id, flag), sharing every other key. Ids
+    /// not in `base`, repeats (the first counts) and flags that turn out the same as `base`'s
+    /// are fine. The caller narrows the ids down without touching `base` (see
+    /// `KeyPart::leaks`): each lookup here is a cache miss in a large table.
+    pub(crate) fn with_leaks<'a>(
         base: Arc<KeyMap>,
-        candidates: impl Iterator<Item = &'a str>,
-        leaked: impl Fn(&str) -> Option<&'l LeakInfo>,
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a LeakInfo>)>,
     ) -> Self {
         let mut changed = KeyMap::default();
-        for id in candidates {
+        for (id, want) in changes {
             let Some(k) = base.get(id.as_bytes()) else {
                 continue;
             };
             if changed.contains_key(id.as_bytes()) {
                 continue;
             }
-            let want = leaked(id);
             if k.leaked.as_deref() != want {
                 changed.insert(InlineStr::new(id), k.with_leak(want.cloned().map(Box::new)));
             }

@@ -1169,6 +1169,37 @@ upstream = "http://127.0.0.1:9000"
             &KEYS.replace("status = \"disabled\"", "status = \"active\""),
         );
         w.step("a key enabled", false);
+        // With the keys just compiled, `leaked.toml` is unchanged since they were: a later file
+        // flags a key it flags (its flag stands), one the table lacks, and one of its own; a
+        // file without flags sorted before `leaked.toml` moves it down the list, not out of the
+        // unchanged leading files.
+        w.write(
+            "zz-extra.toml",
+            "[[leaked_key]]\nid = \"AK1\"\nreason = \"later\"\n\n[[leaked_key]]\nid = \"AKNOPE2\"\n\n[[leaked_key]]\nid = \"AK2\"\n",
+        );
+        w.step("a later file flags a key flagged earlier", true);
+        w.write("b-services.toml", "[[service]]\nname = \"vpc\"\n");
+        w.step("a file without flags sorted first", true);
+        w.write(
+            "zz-extra.toml",
+            "[[leaked_key]]\nid = \"AK2\"\nmode = \"shadow\"\n",
+        );
+        w.step("the later file edited behind it", true);
+        std::fs::remove_file(w.dir.path().join("b-services.toml")).unwrap();
+        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.step("both removed", true);
+        // Keys compiled while a later file flags a key `leaked.toml` flags too: dropping the
+        // later flag leaves the earlier one in force.
+        w.write(
+            "zz-extra.toml",
+            "[[leaked_key]]\nid = \"AK1\"\nreason = \"later\"\n",
+        );
+        *w.env.lock().unwrap() = "rotated-while-flagged".into();
+        w.step("keys compiled with a key flagged twice", false);
+        w.write("zz-extra.toml", "# none\n");
+        w.step("the later flag dropped", true);
+        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.step("the later file removed", true);
         w.write("leaked.toml", "# none\n");
         w.step("every flag removed", true);
         w.write("ak2.secret", "rotated\n");
