@@ -493,9 +493,9 @@ impl FileStamp {
 }
 
 /// Reads the rule files of `dir`, sorted by name, except those whose length, digest and line
-/// starts (if needed) `skip` (given the name and a settled stamp) knows. Fails when there are none, or one cannot
-/// be read. Each file is stamped before it is read: a write between the two leaves a stamp that
-/// the next reload finds changed, never a stamp newer than the bytes.
+/// starts (if needed) `skip` (given the name and a settled stamp) knows. Fails when there are
+/// none, or one cannot be read. Each file is stamped before it is read: a write between the two
+/// leaves a stamp that the next reload finds changed, never a stamp newer than the bytes.
 fn read_rule_files(
     dir: &Path,
     skip: impl Fn(&str, &FileStamp) -> Option<(usize, [u8; 32], Option<Arc<[usize]>>)>,
