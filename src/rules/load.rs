@@ -745,16 +745,12 @@ fn leak_changes<'a>(
         }
     }
 
-    let mut flagged: HashMap<&str, (usize, &LeakEntry), IdHash> = HashMap::default();
-    for (layer, entries) in &now[same..] {
-        for leak in entries.iter() {
-            flagged
-                .entry(leak.id.as_str())
-                .or_insert((parsed[*layer].0, leak));
-        }
-    }
+    // The flags of the files from the first changed one on (those between hold none).
+    let start = now.get(same).map_or(leak_files.len(), |(layer, _)| *layer);
+    let flagged = flags_in_force(&leak_files[start..]);
     let mut changes = Vec::new();
-    for (id, (file, leak)) in &flagged {
+    for (id, flag) in &flagged {
+        let leak = flag.leak;
         let compiled = keys.leaks.get(id.as_bytes());
         if compiled.is_some_and(from_leading) {
             // An earlier, unchanged file flags it: that flag stands, and was warned about.
@@ -764,7 +760,7 @@ fn leak_changes<'a>(
         // were compiled with.
         let same_flag = compiled.is_some_and(|c| {
             let then = keys.entry(c);
-            std::ptr::eq(then, *leak) || then.info == leak.info
+            std::ptr::eq(then, leak) || then.info == leak.info
         });
         if !same_flag {
             changes.push((*id, Some(&leak.info)));
@@ -774,7 +770,8 @@ fn leak_changes<'a>(
             None => keys.table.contains_key(id.as_bytes()),
         };
         if !in_table {
-            diag.warn(*file, leak.id_span.clone(), not_in_table(id));
+            let file = parsed[start + flag.layer].0;
+            diag.warn(file, leak.id_span.clone(), not_in_table(id));
         }
     }
     // Flags compiled from the later files that no file gives now.

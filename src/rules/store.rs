@@ -1062,6 +1062,10 @@ upstream = "http://127.0.0.1:9000"
             std::fs::write(self.dir.path().join(name), text).unwrap();
         }
 
+        fn remove(&self, name: &str) {
+            std::fs::remove_file(self.dir.path().join(name)).unwrap();
+        }
+
         fn read(&self, name: &str) -> String {
             std::fs::read_to_string(self.dir.path().join(name)).unwrap()
         }
@@ -1129,7 +1133,7 @@ upstream = "http://127.0.0.1:9000"
             "[[leaked_key]]\nid = \"AK4\"\nreason = \"x\"\n",
         );
         w.step("the added file rewritten", true);
-        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.remove("zz-extra.toml");
         w.step("the added file removed", true);
 
         // The first file to flag a key gives its flag: a file sorted before `leaked.toml` takes
@@ -1139,7 +1143,7 @@ upstream = "http://127.0.0.1:9000"
             "[[leaked_key]]\nid = \"AK1\"\nreason = \"seen first here\"\n\n[[leaked_key]]\nid = \"AK2\"\n\n[[leaked_key]]\nid = \"AK2\"\nmode = \"shadow\"\n",
         );
         w.step("an earlier file flags the same key", true);
-        std::fs::remove_file(w.dir.path().join("aa-first.toml")).unwrap();
+        w.remove("aa-first.toml");
         w.step("the earlier file removed", true);
 
         // Routes, critical operations and settings.
@@ -1185,8 +1189,8 @@ upstream = "http://127.0.0.1:9000"
             "[[leaked_key]]\nid = \"AK2\"\nmode = \"shadow\"\n",
         );
         w.step("the later file edited behind it", true);
-        std::fs::remove_file(w.dir.path().join("b-services.toml")).unwrap();
-        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.remove("b-services.toml");
+        w.remove("zz-extra.toml");
         w.step("both removed", true);
         // Keys compiled while a later file flags a key `leaked.toml` flags too: dropping the
         // later flag leaves the earlier one in force.
@@ -1198,7 +1202,7 @@ upstream = "http://127.0.0.1:9000"
         w.step("keys compiled with a key flagged twice", false);
         w.write("zz-extra.toml", "# none\n");
         w.step("the later flag dropped", true);
-        std::fs::remove_file(w.dir.path().join("zz-extra.toml")).unwrap();
+        w.remove("zz-extra.toml");
         w.step("the later file removed", true);
         w.write("leaked.toml", "# none\n");
         w.step("every flag removed", true);
@@ -1213,7 +1217,7 @@ upstream = "http://127.0.0.1:9000"
         w.step("a user's allowlist narrowed", false);
         w.write("zz-keys.toml", &format!("{}\n[[leaked_key]]\nid = \"AK6\"\n", "[[access_key]]\nid = \"AK6\"\naccount = \"1002\"\nsecret = \"s6\"\nstatus = \"active\"\n"));
         w.step("a file with a key added", false);
-        std::fs::remove_file(w.dir.path().join("zz-keys.toml")).unwrap();
+        w.remove("zz-keys.toml");
         w.step("a file with a key removed", false);
         w.write("zz-keys.toml", &format!("{}\n[[leaked_key]]\nid = \"AK6\"\n", "[[access_key]]\nid = \"AK6\"\naccount = \"1002\"\nsecret = \"s6\"\nstatus = \"active\"\n"));
         w.step("and added again", false);
@@ -1221,7 +1225,7 @@ upstream = "http://127.0.0.1:9000"
         w.step("its key taken out", false);
         w.write("zz-keys.toml", "[[access_key]]\nid = \"AK7\"\naccount = \"1002\"\nsecret_env = \"UNSET_VAR\"\nstatus = \"active\"\n");
         w.step("a key whose secret cannot be read", false);
-        std::fs::remove_file(w.dir.path().join("zz-keys.toml")).unwrap();
+        w.remove("zz-keys.toml");
         // Removed as the served set has it (the failed reload applied nothing): no key tables.
         w.step("the key file removed", true);
         let keys = w.read("keys.toml");
