@@ -195,8 +195,8 @@ fn parse(data: &Bytes, names: &mut Names) -> Parsed {
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut content_length: Option<usize> = None;
-    for h in req.headers.iter() {
-        let Some(name) = names.get(h.name.as_bytes()) else {
+    for (i, h) in req.headers.iter().enumerate() {
+        let Some(name) = names.get(i, h.name.as_bytes()) else {
             return Parsed::HandOff;
         };
         match name {
@@ -248,7 +248,15 @@ struct Names(Vec<(Box<[u8]>, HeaderName)>);
 const NAMES_KEPT: usize = 48;
 
 impl Names {
-    fn get(&mut self, raw: &[u8]) -> Option<HeaderName> {
+    /// The name spelled `raw`, the `at`-th field of its request. Names are kept in the order they
+    /// first came, and an SDK sends its fields in the same order each time, so the `at`-th kept
+    /// name is tried first: one comparison instead of a scan.
+    fn get(&mut self, at: usize, raw: &[u8]) -> Option<HeaderName> {
+        if let Some((k, name)) = self.0.get(at)
+            && **k == *raw
+        {
+            return Some(name.clone());
+        }
         if let Some((_, name)) = self.0.iter().find(|(k, _)| **k == *raw) {
             return Some(name.clone());
         }
@@ -682,21 +690,29 @@ mod tests {
     #[test]
     fn header_names_kept_per_connection_are_the_ones_built() {
         let mut names = Names::default();
-        for raw in [
+        let raws = [
             "X-Acs-Action",
             "x-acs-action",
             "Host",
             "X-Acs-Action",
             "host",
-        ] {
-            let want = HeaderName::from_bytes(raw.as_bytes()).unwrap();
-            assert_eq!(names.get(raw.as_bytes()), Some(want));
+        ];
+        // The position is only a hint: right, wrong or past the end, the name is the same.
+        for at in [0, 1, 3, 7] {
+            for (i, raw) in raws.iter().enumerate() {
+                let want = HeaderName::from_bytes(raw.as_bytes()).unwrap();
+                assert_eq!(
+                    names.get((i + at) % 8, raw.as_bytes()),
+                    Some(want),
+                    "{raw} at {at}"
+                );
+            }
         }
         assert_eq!(names.0.len(), 4);
-        assert_eq!(names.get(b"bad name"), None);
+        assert_eq!(names.get(0, b"bad name"), None);
         for i in 0..100 {
             let raw = format!("x-{i}");
-            assert_eq!(names.get(raw.as_bytes()).unwrap().as_str(), raw);
+            assert_eq!(names.get(i, raw.as_bytes()).unwrap().as_str(), raw);
         }
         assert_eq!(names.0.len(), NAMES_KEPT);
     }
