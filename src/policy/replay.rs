@@ -143,22 +143,20 @@ impl Table {
         // The first expired slot on the probe: where the entry goes if it is not found.
         let mut reuse = None;
         loop {
-            let bucket = &self.buckets[b];
-            for (i, s) in bucket.0.iter().enumerate() {
+            let mut empty = None;
+            for (i, s) in self.buckets[b].0.iter().enumerate() {
                 if s.expires == EMPTY {
-                    continue;
-                }
-                if s.hi == hi && s.lo == lo {
+                    empty = empty.or(Some(i));
+                } else if s.hi == hi && s.lo == lo {
                     if s.alive(now) {
                         return None;
                     }
                     return Some(self.put(b, i, hi, lo, expires, room));
-                }
-                if reuse.is_none() && !s.alive(now) {
+                } else if reuse.is_none() && !s.alive(now) {
                     reuse = Some((b, i));
                 }
             }
-            if let Some(i) = bucket.0.iter().position(|s| s.expires == EMPTY) {
+            if let Some(i) = empty {
                 let (b, i) = reuse.unwrap_or((b, i));
                 return Some(self.put(b, i, hi, lo, expires, room));
             }
@@ -227,7 +225,7 @@ impl Table {
                 dropped += 1;
                 continue;
             }
-            let mut b = (s.hi as usize) & mask;
+            let mut b = self.home(s.hi);
             loop {
                 if let Some(free) = self.buckets[b].0.iter_mut().find(|f| f.expires == EMPTY) {
                     *free = *s;
@@ -253,8 +251,10 @@ impl Table {
             }
         }
         self.swept += expired;
-        if self.swept * 4 > self.used && self.used > 0 {
-            self.rebuild(now);
+        if self.swept * 4 > self.used {
+            // Nothing counted is left to drop (all that expired by `now` was just swept), but
+            // the count stays right whatever the rebuild finds.
+            expired += self.rebuild(now);
         }
         expired
     }
